@@ -1,0 +1,59 @@
+"""Model definitions (ViCLIP, VideoMAE V2), the CLIP tokenizer, presets and checkpoint loading.
+
+Pure PyTorch: nothing here knows of serving, indexes or jobs. Names are imported on first use, so
+`vidsearch.models.tokenizer` stays usable by light clients without loading torch.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "detect_family": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_state_dict": "checkpoint",
+    "FAMILIES": "factory",
+    "ModelFamily": "factory",
+    "Preset": "factory",
+    "create_model": "factory",
+    "get_preset": "factory",
+    "list_presets": "factory",
+    "Tokenizer": "tokenizer",
+    "get_tokenizer": "tokenizer",
+    "ViCLIP": "viclip",
+    "ViCLIPConfig": "viclip",
+    "VideoMAEv2": "videomae",
+    "VideoMAEv2Config": "videomae",
+    "VideoMAEv2Pretrain": "videomae",
+}
+
+__all__ = [
+    "FAMILIES",
+    "ModelFamily",
+    "Preset",
+    "Tokenizer",
+    "ViCLIP",
+    "ViCLIPConfig",
+    "VideoMAEv2",
+    "VideoMAEv2Config",
+    "VideoMAEv2Pretrain",
+    "create_model",
+    "detect_family",
+    "get_preset",
+    "get_tokenizer",
+    "list_presets",
+    "load_checkpoint",
+    "read_state_dict",
+]
+
+if TYPE_CHECKING:
+    from vidsearch.models.checkpoint import detect_family, load_checkpoint, read_state_dict
+    from vidsearch.models.factory import FAMILIES, ModelFamily, Preset, create_model, get_preset, list_presets
+    from vidsearch.models.tokenizer import Tokenizer, get_tokenizer
+    from vidsearch.models.viclip import ViCLIP, ViCLIPConfig
+    from vidsearch.models.videomae import VideoMAEv2, VideoMAEv2Config, VideoMAEv2Pretrain
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
