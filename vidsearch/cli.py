@@ -21,3 +21,18 @@ def main() -> None:
 def version() -> None:
     """Print the vidsearch version."""
     typer.echo(__version__)
+
+
+@app.command()
+def presets() -> None:
+    """List the model presets (names accepted wherever a model is asked for)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vidsearch.models import get_preset, list_presets
+
+    table = Table("preset", "family", "description")
+    for name in list_presets():
+        preset = get_preset(name)
+        table.add_row(name, preset.family.name, preset.description)
+    Console().print(table)
