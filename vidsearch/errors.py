@@ -19,3 +19,65 @@ class CheckpointError(VidsearchError, ValueError):
 
 class VideoError(VidsearchError, ValueError):
     """A video cannot be probed or decoded."""
+
+
+class VideoDecodeError(VideoError):
+    """One video input cannot be opened, probed or decoded into the frames asked for.
+
+    Carries the input's name (a path, or `<bytes>` for in-memory input) and the reason apart, so a
+    batch job can record both per file.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type["VideoDecodeError"], tuple[str, str]]:
+        # Worker processes (multiprocessing, Ray) pickle exceptions; the default would call
+        # __init__ with the formatted message alone.
+        return (type(self), (self.path, self.reason))
+
+
+class MissingDependencyError(VidsearchError, ImportError):
+    """An optional dependency that a feature needs is not installed; the message says what to install."""
+
+
+class ExportError(VidsearchError):
+    """An export cannot be done or was refused: a repository conflict, an ONNX or TensorRT build failure."""
+
+
+class ParityError(ExportError):
+    """An exported model's outputs differ from the reference beyond the bound of its precision."""
+
+
+class ClipIndexError(VidsearchError):
+    """Base class of the errors of the clip index (`vidsearch.index`)."""
+
+
+class IndexFormatError(ClipIndexError, ValueError):
+    """An index directory, its manifest or an embedding shard is missing, damaged or of another format."""
+
+
+class IndexMismatchError(ClipIndexError, ValueError):
+    """Vectors or an index come from another embedding model or dimension than expected."""
+
+
+class IndexReadOnlyError(ClipIndexError):
+    """A change was asked of an index opened read-only (memory-mapped)."""
+
+
+class InvalidClipError(ClipIndexError, ValueError):
+    """A clip record or its vector is malformed."""
+
+
+class DuplicateClipError(InvalidClipError):
+    """A clip id is added twice (use upsert to replace a clip)."""
+
+
+class InvalidQueryError(ClipIndexError, ValueError):
+    """A search request is malformed: vector shape, top_k, filter or tuning values."""
+
+
+class InvalidPageTokenError(InvalidQueryError):
+    """A page token is malformed, tampered with, or was issued for another query."""

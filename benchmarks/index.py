@@ -1,0 +1,287 @@
+"""Clip index benchmark: build time, memory, queries/s and recall@10 per index type.
+
+Data: n unit vectors from a three-level Gaussian mixture shaped like clip embeddings (a mean direction
+shared by all, topics, videos of 20 clips); queries are fresh clips of videos not in the index.
+Recall@10 is measured against exact search. Every number goes through `FaissClipIndex` (SQLite
+metadata included); `faiss_qps_b1` is the bare FAISS search, for comparison.
+
+    python benchmarks/index.py                 # 1M x 512, several minutes on 2 cores
+    python benchmarks/index.py --n 100000      # quick run
+
+Prints a table and writes benchmarks/results/index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, IndexConfig, SearchFilter, Tuning
+from vidsearch.index.factory import choose_factory, plan_index
+from vidsearch.index.filters import FilteredSearcher
+
+CLIPS_PER_VIDEO = 20
+TOPICS = 1024
+K = 10
+ADD_BATCH = 50_000
+MODEL = "bench"
+
+
+@dataclass
+class Point:
+    setting: str
+    recall_at_10: float
+    qps_b1: float
+    qps_b1_2threads: float
+    qps_b64: float
+    faiss_qps_b1: float
+
+
+@dataclass
+class Result:
+    factory: str
+    build_s: float
+    train_s: float
+    rss_delta_mb: float
+    index_file_mb: float
+    points: list[Point] = field(default_factory=list)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows
+
+
+def make_data(n: int, dim: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Base clips and query clips (from videos that are not in the base)."""
+    rng = np.random.default_rng(seed)
+    mean = _unit(rng.standard_normal((1, dim), dtype=np.float32))[0] * 0.5
+    topics = _unit(rng.standard_normal((TOPICS, dim), dtype=np.float32))
+    topic_weights = 1.0 / np.arange(1, TOPICS + 1) ** 0.5
+    topic_weights /= topic_weights.sum()
+
+    def clips(count: int) -> np.ndarray:
+        videos = -(-count // CLIPS_PER_VIDEO)
+        topic = rng.choice(TOPICS, size=videos, p=topic_weights)
+        spread = rng.standard_normal((videos, dim), dtype=np.float32) * (0.8 / np.sqrt(dim))
+        centres = _unit(mean + topics[topic] + spread)
+        out = np.empty((count, dim), dtype=np.float32)
+        for start in range(0, count, 100_000):
+            stop = min(count, start + 100_000)
+            owner = np.arange(start, stop) // CLIPS_PER_VIDEO
+            jitter = rng.standard_normal((stop - start, dim), dtype=np.float32) * (0.35 / np.sqrt(dim))
+            out[start:stop] = _unit(centres[owner] + jitter)
+        return out
+
+    return clips(n), clips(queries)
+
+
+def rss_anon_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def exact_top_k(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    faiss.cvar.distance_compute_blas_threshold = 16
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    return flat.search(queries, K)[1]  # type: ignore[no-any-return]
+
+
+def records(start: int, stop: int) -> list[ClipRecord]:
+    return [
+        ClipRecord(
+            clip_id=f"c{i}",
+            video_id=f"v{i // CLIPS_PER_VIDEO}",
+            uri=f"s3://bench/v{i // CLIPS_PER_VIDEO}.mp4",
+            start_s=4.0 * (i % CLIPS_PER_VIDEO),
+            end_s=4.0 * (i % CLIPS_PER_VIDEO) + 4.0,
+            model=MODEL,
+        )
+        for i in range(start, stop)
+    ]
+
+
+def build(base: np.ndarray, factory: str) -> tuple[FaissClipIndex, float, float, float]:
+    n, dim = base.shape
+    before = rss_anon_mb()
+    started = time.perf_counter()
+    index = FaissClipIndex.create(IndexConfig(dim=dim, model=MODEL, factory=factory, gpu=GpuPolicy.NEVER))
+    train_s = 0.0
+    if not index.is_trained:
+        size = plan_index(n, dim, factory).train_size
+        sample = base[np.random.default_rng(1).choice(n, size=size, replace=False)]
+        index.train(sample)
+        del sample
+        train_s = time.perf_counter() - started
+    for start in range(0, n, ADD_BATCH):
+        stop = min(n, start + ADD_BATCH)
+        index.add(records(start, stop), base[start:stop])
+    return index, time.perf_counter() - started, train_s, rss_anon_mb() - before
+
+
+def rate(run_one: Callable[[int], object], total: int, batch: int, seconds: float) -> float:
+    """Queries per second of run_one(offset) over consecutive batches: the best of three windows of
+    seconds / 3 each, so that a burst of other work on a shared machine does not decide the number."""
+    best = 0.0
+    offset = 0
+    for _ in range(3):
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 3:
+            run_one(offset)
+            done += batch
+            offset = (offset + batch) % (total - batch + 1)
+        best = max(best, done / (time.perf_counter() - started))
+    return best
+
+
+def measure(
+    index: FaissClipIndex, queries: np.ndarray, truth: np.ndarray, tuning: Tuning, seconds: float
+) -> Point:
+    no_filter = SearchFilter()
+    hits = index.search_hits(queries, K, no_filter, tuning)
+    found = [{int(h.clip.clip_id[1:]) for h in row} for row in hits]
+    recall = float(np.mean([len(f & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]))
+    nq = queries.shape[0]
+
+    def one(offset: int) -> None:
+        index.search_hits(queries[offset : offset + 1], K, no_filter, tuning)
+
+    def sixty_four(offset: int) -> None:
+        index.search_hits(queries[offset : offset + 64], K, no_filter, tuning)
+
+    searcher = FilteredSearcher(index.faiss_index)
+
+    def bare(offset: int) -> None:
+        searcher.search(queries[offset : offset + 1], K, None, tuning)
+
+    qps_b1 = rate(one, nq, 1, seconds)
+    per_thread: list[float] = []
+    workers = [
+        threading.Thread(target=lambda: per_thread.append(rate(one, nq, 1, seconds))) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    setting = "-"
+    if tuning.nprobe or tuning.ef_search:
+        setting = f"nprobe={tuning.nprobe}" if tuning.nprobe else f"efSearch={tuning.ef_search}"
+    return Point(
+        setting=setting,
+        recall_at_10=round(recall, 4),
+        qps_b1=round(qps_b1),
+        qps_b1_2threads=round(sum(per_thread)),
+        qps_b64=round(rate(sixty_four, nq, 64, seconds)),
+        faiss_qps_b1=round(rate(bare, nq, 1, seconds)),
+    )
+
+
+def sweep(factory: str) -> list[Tuning]:
+    if "IVF" in factory:
+        return [Tuning(nprobe=p) for p in (8, 16, 32, 64)]
+    if "HNSW" in factory:
+        return [Tuning(ef_search=e) for e in (32, 64, 128, 256)]
+    return [Tuning()]
+
+
+def index_file_mb(index: FaissClipIndex) -> float:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as tmp:
+        faiss.write_index(index.faiss_index, str(Path(tmp) / "index.faiss"))
+        return (Path(tmp) / "index.faiss").stat().st_size / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument(
+        "--factory", action="append", help="FAISS factory string to measure (repeatable; default: a set)"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent per throughput number")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index.json")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    auto = choose_factory(args.n, args.dim)
+    nlist = plan_index(args.n, args.dim, auto).params.get("nlist", 1024)
+    defaults = [
+        auto,
+        f"IVF{nlist},SQ8",
+        f"IVF{nlist},SQfp16",
+        "HNSW32,Flat",
+        f"IVF{nlist},PQ{args.dim // 4}x4fs",
+        "Flat",
+    ]
+    factories = list(dict.fromkeys(args.factory or defaults))
+
+    started = time.perf_counter()
+    base, queries = make_data(args.n, args.dim, args.queries, seed=0)
+    print(f"data: {args.n} x {args.dim} in {time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
+    truth = exact_top_k(base, queries)
+    print(
+        f"exact ground truth for {args.queries} queries in {time.perf_counter() - started:.1f} s", flush=True
+    )
+
+    results: list[Result] = []
+    for factory in factories:
+        index, build_s, train_s, rss_mb = build(base, factory)
+        result = Result(
+            factory, round(build_s, 1), round(train_s, 1), round(rss_mb), round(index_file_mb(index))
+        )
+        print(f"{factory}: built in {build_s:.1f} s (training {train_s:.1f} s), +{rss_mb:.0f} MB", flush=True)
+        for tuning in sweep(factory):
+            result.points.append(measure(index, queries, truth, tuning, args.seconds))
+            print("   ", result.points[-1], flush=True)
+        index.close()
+        del index
+        results.append(result)
+
+    header = (
+        f"{'index':<22}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
+        f"{'faiss b1':>10}{'build s':>9}{'mem MB':>8}{'file MB':>9}"
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\n{args.n} x {args.dim}, {args.queries} queries, {faiss.omp_get_max_threads()} threads, load {load}"
+    )
+    print(header)
+    for res in results:
+        for point in res.points:
+            print(
+                f"{res.factory:<22}{point.setting:<14}{point.recall_at_10:>10.4f}{point.qps_b1:>9.0f}"
+                f"{point.qps_b1_2threads:>10.0f}{point.qps_b64:>9.0f}{point.faiss_qps_b1:>10.0f}"
+                f"{res.build_s:>9.1f}{res.rss_delta_mb:>8.0f}{res.index_file_mb:>9.0f}"
+            )
+    payload = {
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "threads": faiss.omp_get_max_threads(),
+        "faiss": faiss.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
+        "results": [asdict(r) for r in results],
+    }
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

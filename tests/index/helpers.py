@@ -1,0 +1,74 @@
+"""Test data for the clip index: clustered unit vectors, clip records, and a brute-force reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, IndexConfig
+
+MODEL = "test-model"
+CLIPS_PER_VIDEO = 10
+TAGS = ("red", "green", "blue")
+
+
+def clustered(n: int, dim: int, seed: int, clusters: int = 8) -> np.ndarray:
+    """Unit vectors around a few centres (like embeddings), all distinct."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def make_records(n: int, *, start: int = 0, model: str = MODEL) -> list[ClipRecord]:
+    """Clips c{i} of videos v{i // 10}, 2 s long, tagged by i % 3 (and "even" on even i)."""
+    records = []
+    for i in range(start, start + n):
+        tags = {TAGS[i % 3]} | ({"even"} if i % 2 == 0 else set())
+        records.append(
+            ClipRecord(
+                clip_id=f"c{i}",
+                video_id=f"v{i // CLIPS_PER_VIDEO}",
+                uri=f"file:///videos/v{i // CLIPS_PER_VIDEO}.mp4",
+                start_s=2.0 * (i % CLIPS_PER_VIDEO),
+                end_s=2.0 * (i % CLIPS_PER_VIDEO) + 2.0,
+                model=model,
+                model_version="sha256:abc",
+                tags=frozenset(tags),
+                attributes={"i": i},
+            )
+        )
+    return records
+
+
+def build(
+    records: list[ClipRecord], vectors: np.ndarray, factory: str = "Flat", model: str = MODEL
+) -> FaissClipIndex:
+    index = FaissClipIndex.create(
+        IndexConfig(dim=vectors.shape[1], model=model, factory=factory, gpu=GpuPolicy.NEVER)
+    )
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(records, vectors)
+    return index
+
+
+def brute_force(
+    records: list[ClipRecord],
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    keep: Callable[[ClipRecord], bool] = lambda _: True,
+) -> list[list[tuple[str, float]]]:
+    """Exact top-k (clip id, cosine) among the records that `keep` accepts."""
+    unit_q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    scores = unit_q @ vectors.T
+    allowed = np.array([keep(r) for r in records])
+    out = []
+    for row in scores:
+        candidates = np.flatnonzero(allowed)
+        order = candidates[np.argsort(-row[candidates], kind="stable")][:k]
+        out.append([(records[i].clip_id, float(row[i])) for i in order])
+    return out

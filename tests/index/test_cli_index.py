@@ -1,0 +1,117 @@
+"""`vidsearch index build` and `vidsearch index stats`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from vidsearch.cli import app
+from vidsearch.index.parquet import ShardRows, shard_table, write_shard
+
+from .helpers import clustered
+
+VIDSEARCH = Path(sys.executable).with_name("vidsearch")
+
+
+def write_shards(directory: Path, count: int = 120, dim: int = 16) -> None:
+    directory.mkdir(parents=True)
+    ids = range(count)
+    rows = ShardRows(
+        clip_ids=[f"c{i}" for i in ids],
+        video_ids=[f"v{i // 6}" for i in ids],
+        uris=[f"file:///v{i // 6}.mp4" for i in ids],
+        start_s=np.array([4.0 * (i % 6) for i in ids]),
+        end_s=np.array([4.0 * (i % 6) + 4.0 for i in ids]),
+        models=["viclip-b16"] * count,
+        vectors=clustered(count, dim, seed=1),
+    )
+    write_shard(directory / "part-00000.parquet", shard_table(rows, model_checksum="sha256:0123"))
+
+
+def test_build_then_stats(tmp_path: Path) -> None:
+    write_shards(tmp_path / "shards")
+    built = subprocess.run(
+        [str(VIDSEARCH), "index", "build", "--from", str(tmp_path / "shards"), "--out", str(tmp_path / "ix")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "120 clips, 20 videos, Flat" in built.stdout
+
+    shown = subprocess.run(
+        [str(VIDSEARCH), "index", "stats", str(tmp_path / "ix"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    stats = json.loads(shown.stdout)
+    assert stats["clips"] == 120
+    assert stats["videos"] == 20
+    assert stats["dim"] == 16
+    assert stats["model"] == "viclip-b16"
+    assert stats["model_checksum"] == "sha256:0123"
+    assert stats["index_type"] == "Flat"
+    assert stats["device"] == "cpu"
+    assert stats["size_bytes"] > 120 * 16 * 4
+
+
+def test_stats_table_and_factory_override(tmp_path: Path) -> None:
+    write_shards(tmp_path / "shards")
+    runner = CliRunner()
+    built = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            "--from",
+            str(tmp_path / "shards"),
+            "-o",
+            str(tmp_path / "ix"),
+            "--factory",
+            "HNSW8,Flat",
+        ],
+    )
+    assert built.exit_code == 0, built.output
+    shown = runner.invoke(app, ["index", "stats", str(tmp_path / "ix")])
+    assert shown.exit_code == 0, shown.output
+    assert "HNSW8,Flat" in shown.stdout
+    assert "ef_search" in shown.stdout
+
+
+def test_errors_are_reported_without_a_traceback(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["index", "stats", str(tmp_path)])
+    assert missing.exit_code == 1
+    assert "error:" in missing.stderr
+    assert "not a vidsearch index directory" in missing.stderr
+    assert "Traceback" not in missing.output
+
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(
+        app, ["index", "build", "--from", str(tmp_path / "empty"), "--out", str(tmp_path / "ix")]
+    )
+    assert empty.exit_code == 1
+    assert "no .parquet embedding shards" in empty.stderr
+
+    bad_gpu = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            "--from",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "ix"),
+            "--gpu",
+            "maybe",
+        ],
+    )
+    assert bad_gpu.exit_code == 2
+    assert "auto, never or require" in bad_gpu.output

@@ -1,0 +1,154 @@
+"""Choosing the index type by size, and moving it to GPUs (checked on the CPU with a fake FAISS GPU API)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faiss
+import pytest
+
+from vidsearch.errors import ConfigError
+from vidsearch.index import GpuPolicy
+from vidsearch.index.factory import (
+    FLAT_MAX_VECTORS,
+    MEMORY_BUDGET_BYTES,
+    choose_factory,
+    ivf_lists,
+    new_index,
+    place,
+    plan_index,
+    to_cpu,
+)
+
+
+def test_factory_by_size_within_the_memory_budget() -> None:
+    assert MEMORY_BUDGET_BYTES == 8 << 30
+    assert choose_factory(1_000, 512) == "Flat"
+    assert choose_factory(FLAT_MAX_VECTORS - 1, 512) == "Flat"
+    assert choose_factory(FLAT_MAX_VECTORS, 512) == "IVF2048,SQfp16"
+    assert choose_factory(1_000_000, 512) == "IVF4096,SQfp16"
+    assert choose_factory(8_388_608, 512) == "IVF16384,SQfp16", "float16 codes: exactly 8 GiB"
+    assert choose_factory(8_388_609, 512) == "IVF16384,SQ8"
+    assert choose_factory(16_777_217, 512) == "IVF16384,PQ128x4fs"
+    assert choose_factory(2_000_000_000, 10) == "IVF65536,PQ2x4fs", "subquantizers divide the dimension"
+
+
+def test_ivf_lists_follow_the_square_root_within_bounds() -> None:
+    assert ivf_lists(1_000_000) == 4096
+    assert ivf_lists(10) == 256
+    assert ivf_lists(10**12) == 65_536
+
+
+def test_plan_records_training_size_and_search_defaults() -> None:
+    plan = plan_index(1_000_000, 512)
+    assert plan.factory == "IVF4096,SQfp16"
+    assert plan.train_size == 50 * 4096
+    assert plan.params == {"nlist": 4096, "nprobe": 16}
+    assert plan_index(500, 64, "HNSW32,Flat").params == {"ef_search": 128}
+    assert plan_index(500, 64, "HNSW32,Flat").train_size == 0
+    assert plan_index(5_000, 64, "IVF64,Flat").train_size == 5_000, "never more than the vectors there are"
+
+
+def test_ids_are_native_for_ivf_and_mapped_for_the_rest() -> None:
+    assert isinstance(new_index(8, "IVF4,Flat"), faiss.IndexIVFFlat)
+    assert isinstance(new_index(8, "OPQ4,IVF4,PQ4"), faiss.IndexPreTransform)
+    assert isinstance(new_index(8, "Flat"), faiss.IndexIDMap2)
+    assert isinstance(new_index(8, "HNSW8,Flat"), faiss.IndexIDMap2)
+
+
+def test_bad_factory_string_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'IVF,Nonsense'"):
+        new_index(8, "IVF,Nonsense")
+
+
+class FakeGpuFaiss:
+    """Records the GPU calls vidsearch makes, standing in for faiss-gpu on a machine without GPUs."""
+
+    def __init__(self, gpus: int, fail: bool = False) -> None:
+        self.gpus = gpus
+        self.fail = fail
+        self.calls: list[tuple[Any, ...]] = []
+
+    def get_num_gpus(self) -> int:
+        return self.gpus
+
+    def StandardGpuResources(self) -> str:  # noqa: N802 - the name faiss uses
+        self.calls.append(("StandardGpuResources",))
+        return "resources"
+
+    def GpuClonerOptions(self) -> dict[str, bool]:  # noqa: N802
+        return {"single": True}
+
+    def GpuMultipleClonerOptions(self) -> Any:  # noqa: N802
+        class Options:
+            shard = False
+
+        return Options()
+
+    def index_cpu_to_gpu(self, resources: Any, device: int, index: Any, options: Any) -> str:
+        self.calls.append(("index_cpu_to_gpu", resources, device, index, options))
+        if self.fail:
+            raise RuntimeError("not implemented for GPU")
+        return "gpu-index"
+
+    def index_cpu_to_all_gpus(self, index: Any, co: Any, ngpu: int) -> str:
+        self.calls.append(("index_cpu_to_all_gpus", index, co.shard, ngpu))
+        return "sharded-gpu-index"
+
+    def index_gpu_to_cpu(self, index: Any) -> str:
+        self.calls.append(("index_gpu_to_cpu", index))
+        return "cpu-copy"
+
+
+def test_no_gpu_keeps_the_index_on_the_cpu() -> None:
+    api = FakeGpuFaiss(gpus=0)
+    placement = place("cpu-index", GpuPolicy.AUTO, api)
+    assert (placement.index, placement.device, api.calls) == ("cpu-index", "cpu", [])
+    assert to_cpu(placement, api) == "cpu-index"
+
+
+def test_one_gpu_clones_the_index_onto_it() -> None:
+    api = FakeGpuFaiss(gpus=1)
+    placement = place("cpu-index", GpuPolicy.AUTO, api)
+    assert (placement.index, placement.device, placement.owner) == ("gpu-index", "cuda:0", "resources")
+    assert api.calls == [
+        ("StandardGpuResources",),
+        ("index_cpu_to_gpu", "resources", 0, "cpu-index", {"single": True}),
+    ]
+    assert to_cpu(placement, api) == "cpu-copy"
+    assert api.calls[-1] == ("index_gpu_to_cpu", "gpu-index")
+
+
+def test_several_gpus_shard_the_index() -> None:
+    api = FakeGpuFaiss(gpus=4)
+    placement = place("cpu-index", GpuPolicy.AUTO, api)
+    assert placement.index == "sharded-gpu-index"
+    assert api.calls == [("index_cpu_to_all_gpus", "cpu-index", True, 4)]
+    assert placement.device.startswith("cuda:0-3")
+
+
+def test_policy_never_ignores_gpus() -> None:
+    api = FakeGpuFaiss(gpus=2)
+    assert place("cpu-index", GpuPolicy.NEVER, api).device == "cpu"
+    assert api.calls == []
+
+
+def test_policy_require_without_gpu_fails() -> None:
+    with pytest.raises(ConfigError, match="sees no GPU"):
+        place("cpu-index", GpuPolicy.REQUIRE, FakeGpuFaiss(gpus=0))
+
+
+def test_types_without_gpu_version_stay_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeGpuFaiss(gpus=1, fail=True)
+    with caplog.at_level(logging.WARNING):
+        placement = place("hnsw-index", GpuPolicy.AUTO, api)
+    assert (placement.index, placement.device) == ("hnsw-index", "cpu")
+    assert "stays on the CPU" in caplog.text
+    with pytest.raises(ConfigError, match="cannot run on the GPU"):
+        place("hnsw-index", GpuPolicy.REQUIRE, FakeGpuFaiss(gpus=1, fail=True))
+
+
+def test_real_faiss_here_has_no_gpu() -> None:
+    index = new_index(8, "Flat")
+    assert place(index, GpuPolicy.AUTO).device == "cpu"

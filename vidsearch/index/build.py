@@ -1,0 +1,79 @@
+"""`vidsearch index build`: an index directory from the Parquet shards of a batch embedding job.
+
+Two streaming passes at most: a random training sample (for IVF/PQ types), then the rows in batches.
+Memory holds the index being built, one batch, and the training sample, never the whole shard set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidsearch.errors import IndexMismatchError
+from vidsearch.index.base import GpuPolicy, IndexStats
+from vidsearch.index.factory import plan_index
+from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
+from vidsearch.index.parquet import ShardSet, iter_rows, read_sample, scan_shards
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """`factory` None picks the index type by size; `expect_model` refuses shards of another model."""
+
+    factory: str | None = None
+    batch_rows: int = 65_536
+    gpu: GpuPolicy = GpuPolicy.AUTO
+    seed: int = 0
+    expect_model: str | None = None
+
+
+def _first_model(shards: ShardSet) -> str:
+    for _, rows in iter_rows(shards, batch_rows=1):
+        return rows.models[0]
+    raise AssertionError("scan_shards guarantees at least one row")
+
+
+def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = None) -> IndexStats:
+    """Build an index from every shard under `source` and save it atomically into `dest`."""
+    opts = options or BuildOptions()
+    shards = scan_shards(source)
+    model = _first_model(shards)
+    if opts.expect_model is not None and model != opts.expect_model:
+        raise IndexMismatchError(
+            f"{source}: shards hold {model!r} embeddings, expected {opts.expect_model!r}"
+        )
+    plan = plan_index(shards.rows, shards.dim, opts.factory)
+    log.info(
+        "building %s over %d clips (%d-d, %s) from %d shards",
+        plan.factory,
+        shards.rows,
+        shards.dim,
+        model,
+        len(shards.files),
+    )
+    config = IndexConfig(
+        dim=shards.dim,
+        model=model,
+        model_checksum=shards.model_checksum,
+        factory=plan.factory,
+        expected_clips=shards.rows,
+        gpu=opts.gpu,
+    )
+    started = time.perf_counter()
+    with FaissClipIndex.create(config) as index:
+        if not index.is_trained:
+            index.train(read_sample(shards, plan.train_size, opts.seed))
+        added = 0
+        for path, rows in iter_rows(shards, opts.batch_rows):
+            odd = next((m for m in rows.models if m != model), None)
+            if odd is not None:
+                raise IndexMismatchError(f"{path}: holds {odd!r} embeddings among {model!r} ones")
+            index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
+            added += len(rows)
+            log.info("added %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
+        index.save(dest)
+        return index.stats()

@@ -1,0 +1,235 @@
+"""The Parquet embedding shard: the one definition that batch jobs write and `index build` reads.
+
+Columns (one row per clip):
+
+    clip_id string, video_id string, uri string, start_s float64, end_s float64,
+    embedding fixed_size_list<float32 or float16>[dim], model string, preprocess string (optional)
+
+File key/value metadata: `vidsearch.format` = "clip-embeddings/1" and `vidsearch.model_checksum`
+(the checksum of the embedding model's weights; may be empty). Readers go row group by row group,
+so memory stays bounded however large the shards are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidsearch.errors import IndexFormatError
+from vidsearch.index.base import ClipRecord
+
+FORMAT = "clip-embeddings/1"
+META_FORMAT = b"vidsearch.format"
+META_MODEL_CHECKSUM = b"vidsearch.model_checksum"
+EMBEDDING = "embedding"
+PREPROCESS = "preprocess"
+_STRING_COLUMNS = ("clip_id", "video_id", "uri", "model")
+_FLOAT_COLUMNS = ("start_s", "end_s")
+_ROW_GROUP_ROWS = 16_384
+
+
+def shard_schema(dim: int, *, float16: bool = False, model_checksum: str = "") -> pa.Schema:
+    """The schema of a shard of `dim`-d embeddings (the optional preprocess column included)."""
+    value = pa.float16() if float16 else pa.float32()
+    fields = [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("end_s", pa.float64(), nullable=False),
+        pa.field(EMBEDDING, pa.list_(pa.field("item", value, nullable=False), dim), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field(PREPROCESS, pa.string()),
+    ]
+    metadata = {META_FORMAT: FORMAT.encode(), META_MODEL_CHECKSUM: model_checksum.encode()}
+    return pa.schema(fields, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """A batch of shard rows, columnar; vectors are float32 whatever the shard stores."""
+
+    clip_ids: Sequence[str]
+    video_ids: Sequence[str]
+    uris: Sequence[str]
+    start_s: np.ndarray
+    end_s: np.ndarray
+    models: Sequence[str]
+    vectors: np.ndarray
+    preprocess: Sequence[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def records(self, model_version: str = "") -> list[ClipRecord]:
+        """Clip records; the preprocessing hash, where present, goes into the attributes."""
+        hashes = self.preprocess if self.preprocess is not None else [None] * len(self)
+        return [
+            ClipRecord(
+                clip_id=clip_id,
+                video_id=video_id,
+                uri=uri,
+                start_s=float(start),
+                end_s=float(end),
+                model=model,
+                model_version=model_version,
+                attributes={"preprocess": digest} if digest else {},
+            )
+            for clip_id, video_id, uri, start, end, model, digest in zip(
+                self.clip_ids,
+                self.video_ids,
+                self.uris,
+                self.start_s,
+                self.end_s,
+                self.models,
+                hashes,
+                strict=True,
+            )
+        ]
+
+
+def shard_table(rows: ShardRows, *, float16: bool = False, model_checksum: str = "") -> pa.Table:
+    """An Arrow table in the shard schema, for writers (the batch job)."""
+    dim = rows.vectors.shape[1]
+    schema = shard_schema(dim, float16=float16, model_checksum=model_checksum)
+    values = np.ascontiguousarray(rows.vectors, dtype=np.float16 if float16 else np.float32).reshape(-1)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(values), dim)
+    preprocess = rows.preprocess if rows.preprocess is not None else [None] * len(rows)
+    columns = [
+        pa.array(rows.clip_ids, pa.string()),
+        pa.array(rows.video_ids, pa.string()),
+        pa.array(rows.uris, pa.string()),
+        pa.array(rows.start_s, pa.float64()),
+        pa.array(rows.end_s, pa.float64()),
+        embedding.cast(schema.field(EMBEDDING).type),
+        pa.array(rows.models, pa.string()),
+        pa.array(preprocess, pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_shard(path: Path, table: pa.Table) -> None:
+    """Write a shard atomically (temporary file, fsync, rename), in bounded row groups."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards of a directory, checked from their footers only."""
+
+    files: tuple[Path, ...]
+    rows: int
+    dim: int
+    model_checksum: str
+
+
+def _check_schema(path: Path, schema: pa.Schema) -> tuple[int, str]:
+    """The embedding dimension and model checksum of a shard whose schema is right."""
+    names = set(schema.names)
+    missing = [c for c in (*_STRING_COLUMNS, *_FLOAT_COLUMNS, EMBEDDING) if c not in names]
+    if missing:
+        raise IndexFormatError(f"{path}: not an embedding shard, columns missing: {missing}")
+    for column in _STRING_COLUMNS:
+        if not (
+            pa.types.is_string(schema.field(column).type)
+            or pa.types.is_large_string(schema.field(column).type)
+        ):
+            raise IndexFormatError(f"{path}: column {column} is {schema.field(column).type}, expected string")
+    for column in _FLOAT_COLUMNS:
+        if not pa.types.is_float64(schema.field(column).type):
+            raise IndexFormatError(
+                f"{path}: column {column} is {schema.field(column).type}, expected float64"
+            )
+    kind = schema.field(EMBEDDING).type
+    if not pa.types.is_fixed_size_list(kind) or kind.value_type not in (pa.float32(), pa.float16()):
+        raise IndexFormatError(
+            f"{path}: column embedding is {kind}, expected fixed_size_list<float32|float16>"
+        )
+    metadata = schema.metadata or {}
+    return int(kind.list_size), metadata.get(META_MODEL_CHECKSUM, b"").decode()
+
+
+def scan_shards(directory: Path) -> ShardSet:
+    """Every `*.parquet` file under `directory`, in name order, with consistent dimension and checksum."""
+    if not directory.is_dir():
+        raise IndexFormatError(f"{directory}: no such directory of embedding shards")
+    files = tuple(sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith(".")))
+    if not files:
+        raise IndexFormatError(f"{directory}: no .parquet embedding shards in it")
+    rows, dims, checksums = 0, set(), set()
+    for path in files:
+        try:
+            meta = pq.read_metadata(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IndexFormatError(f"{path}: unreadable Parquet file ({exc})") from exc
+        dim, checksum = _check_schema(path, meta.schema.to_arrow_schema())
+        rows += meta.num_rows
+        dims.add(dim)
+        checksums.add(checksum)
+    if len(dims) > 1 or len(checksums) > 1:
+        raise IndexFormatError(
+            f"{directory}: shards disagree on dimension {sorted(dims)} or model checksum {sorted(checksums)}"
+        )
+    return ShardSet(files=files, rows=rows, dim=dims.pop(), model_checksum=checksums.pop())
+
+
+def _vectors(column: pa.ChunkedArray | pa.Array, dim: int, path: Path) -> np.ndarray:
+    if column.null_count:
+        raise IndexFormatError(f"{path}: {column.null_count} rows have no embedding")
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) for chunk in chunks]
+    merged = np.concatenate(parts) if parts else np.empty((0, dim))
+    return merged.astype(np.float32, copy=False)
+
+
+def iter_rows(shards: ShardSet, batch_rows: int) -> Iterator[tuple[Path, ShardRows]]:
+    """Batches of at most `batch_rows` rows, file by file, row group by row group."""
+    for path in shards.files:
+        parquet = pq.ParquetFile(path)
+        has_preprocess = PREPROCESS in parquet.schema_arrow.names
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            yield (
+                path,
+                ShardRows(
+                    clip_ids=batch.column("clip_id").to_pylist(),
+                    video_ids=batch.column("video_id").to_pylist(),
+                    uris=batch.column("uri").to_pylist(),
+                    start_s=batch.column("start_s").to_numpy(zero_copy_only=False),
+                    end_s=batch.column("end_s").to_numpy(zero_copy_only=False),
+                    models=batch.column("model").to_pylist(),
+                    vectors=_vectors(batch.column(EMBEDDING), shards.dim, path),
+                    preprocess=batch.column(PREPROCESS).to_pylist() if has_preprocess else None,
+                ),
+            )
+
+
+def read_sample(shards: ShardSet, size: int, seed: int) -> np.ndarray:
+    """`size` embeddings drawn uniformly without replacement, reading only the row groups they lie in."""
+    size = min(size, shards.rows)
+    chosen = np.sort(np.random.default_rng(seed).choice(shards.rows, size=size, replace=False))
+    out = np.empty((size, shards.dim), dtype=np.float32)
+    filled, file_start = 0, 0
+    for path in shards.files:
+        parquet = pq.ParquetFile(path)
+        group_start = file_start
+        for group in range(parquet.num_row_groups):
+            group_rows = parquet.metadata.row_group(group).num_rows
+            lo, hi = np.searchsorted(chosen, [group_start, group_start + group_rows])
+            if hi > lo:
+                table = parquet.read_row_group(group, columns=[EMBEDDING])
+                vectors = _vectors(table.column(EMBEDDING), shards.dim, path)
+                out[filled : filled + hi - lo] = vectors[chosen[lo:hi] - group_start]
+                filled += int(hi - lo)
+            group_start += group_rows
+        file_start = group_start
+    return out
