@@ -1,0 +1,84 @@
+"""Video input: everything that turns a video file into model input.
+
+`probe` describes an input; `segment` cuts it into clips (fixed windows, optionally within the shots
+`detect_cuts` finds); `sample_timestamps` picks the moments of a clip; `read_clips` decodes them with
+PyAV and applies a `Preprocess` spec; `vidsearch.video.dali` builds the same spec as a DALI pipeline.
+The rules are each written once: clip boundaries and the tail in `clips.py`, frame sampling in
+`sampling.py`, which frame shows at a given time in `timeline.py`, the preprocessing steps in
+`preprocess.py`.
+
+Inputs are a path, the encoded bytes, or a seekable binary file. Names are imported on first use, so
+reading a `Preprocess` spec does not load PyAV or torch.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "VideoInfo": "probing",
+    "probe": "probing",
+    "Clip": "clips",
+    "ClipSpec": "clips",
+    "segment": "clips",
+    "ShotSpec": "shots",
+    "detect_cuts": "shots",
+    "SamplingRule": "sampling",
+    "sample_timestamps": "sampling",
+    "Preprocess": "preprocess",
+    "get_preset": "preprocess",
+    "list_presets": "preprocess",
+    "ClipFrames": "decode",
+    "ClipStream": "decode",
+    "DecodeStats": "decode",
+    "FrameStream": "decode",
+    "ReadOptions": "decode",
+    "read_clips": "decode",
+    "read_frames": "decode",
+    "VideoSource": "source",
+}
+
+__all__ = [
+    "Clip",
+    "ClipFrames",
+    "ClipSpec",
+    "ClipStream",
+    "DecodeStats",
+    "FrameStream",
+    "Preprocess",
+    "ReadOptions",
+    "SamplingRule",
+    "ShotSpec",
+    "VideoInfo",
+    "VideoSource",
+    "detect_cuts",
+    "get_preset",
+    "list_presets",
+    "probe",
+    "read_clips",
+    "read_frames",
+    "sample_timestamps",
+    "segment",
+]
+
+if TYPE_CHECKING:
+    from vidsearch.video.clips import Clip, ClipSpec, segment
+    from vidsearch.video.decode import (
+        ClipFrames,
+        ClipStream,
+        DecodeStats,
+        FrameStream,
+        ReadOptions,
+        read_clips,
+        read_frames,
+    )
+    from vidsearch.video.preprocess import Preprocess, get_preset, list_presets
+    from vidsearch.video.probing import VideoInfo, probe
+    from vidsearch.video.sampling import SamplingRule, sample_timestamps
+    from vidsearch.video.shots import ShotSpec, detect_cuts
+    from vidsearch.video.source import VideoSource
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vidsearch.video' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"vidsearch.video.{_EXPORTS[name]}"), name)
