@@ -1,0 +1,256 @@
+"""ViCLIP-B/16 towers on this machine: PyTorch eager vs ONNX Runtime (CPU; CUDA and TensorRT where present).
+
+Random weights (speed does not depend on them). Both towers are exported the way `vidsearch export`
+exports them (dynamo exporter, opset 18, raw + normalised outputs). For every tower, runtime and batch
+size it measures items per second (clips/s, queries/s), and the achieved FLOP/s against this
+machine's own fp32 matrix-multiply peak, measured in the same run (best of torch.mm, numpy @ and an
+ONNX Runtime MatMul over a few square sizes, on the same threads). FLOPs = 2 × the
+multiply-accumulates of MODELS.md: 179.6 G per clip (8 × 224²), 1.22 G per query. A second
+table tries ONNX Runtime session options.
+
+Targets (CPU): text tower at batch 1, ONNX Runtime ≥ 1.3 × eager; vision tower ≥ 70 % of the peak.
+
+    .venv/bin/python benchmarks/runtimes.py             # about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/runtimes.py --quick     # smaller batches, shorter timing
+
+Prints tables and writes benchmarks/results/runtimes.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from vidsearch.export.graphs import Graph, graphs_for
+from vidsearch.export.inputs import caption_tokens, random_batch
+from vidsearch.export.onnx_export import export_onnx
+from vidsearch.models import create_model
+
+MACS = {"text": 1.22e9, "vision": 179.6e9}
+UNITS = {"text": "queries/s", "vision": "clips/s"}
+TEXT_SPEEDUP_TARGET = 1.3
+VISION_PEAK_TARGET = 0.70
+RESULTS = Path(__file__).parent / "results" / "runtimes.json"
+
+
+@dataclass
+class Row:
+    tower: str
+    runtime: str
+    batch: int
+    items_per_s: float
+    latency_ms: float
+    gflops: float
+    peak_fraction: float
+
+
+def timed(fn: Callable[[], object], min_time: float, min_runs: int) -> float:
+    """Median seconds per call, after one warm-up call."""
+    fn()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - started < min_time:
+        begin = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def matmul_session(n: int, threads: int) -> ort.InferenceSession:
+    """ONNX Runtime running one MatMul [n, n] × [n, n] (its own GEMM, MLAS)."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+        [onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, [n, n]) for x in "ab"],
+        [onnx.helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [n, n])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def matmul_peak(seconds: float, threads: int) -> dict[str, float]:
+    """Best fp32 matrix-multiply FLOP/s of torch.mm, numpy @ and ONNX Runtime MatMul over a few sizes:
+    the fastest GEMM this machine has, on the same threads as the models."""
+    best = {"torch": 0.0, "numpy": 0.0, "onnxruntime": 0.0}
+    for n in (1024, 2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        x, y = a.numpy(), b.numpy()
+        session = matmul_session(n, threads)
+        calls = {"torch": lambda a=a, b=b: torch.mm(a, b), "numpy": lambda x=x, y=y: x @ y,
+                 "onnxruntime": lambda s=session, x=x, y=y: s.run(None, {"a": x, "b": y})}
+        for name, fn in calls.items():
+            best[name] = max(best[name], 2 * n**3 / timed(fn, seconds, 3))
+    return best
+
+
+def ort_session(path: Path, threads: int, level: ort.GraphOptimizationLevel | None = None,
+                spinning: bool = True, providers: list[str] | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level or ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+def inputs_for(graph: Graph, batch: int) -> dict[str, np.ndarray]:
+    if graph.tokenizer is not None:
+        tokens = caption_tokens(graph.inputs[0].shape[-1])
+        return {graph.inputs[0].name: np.resize(tokens, (batch, tokens.shape[1]))}
+    return random_batch(graph, batch, np.random.default_rng(0))
+
+
+def runners(graph: Graph, path: Path, threads: int) -> dict[str, Callable[[dict[str, np.ndarray]], object]]:
+    """The runtimes to compare: eager PyTorch and ONNX Runtime on every provider present."""
+    module = graph.module
+
+    def eager(feed: dict[str, np.ndarray]) -> object:
+        with torch.inference_mode():
+            return module(*(torch.from_numpy(v) for v in feed.values()))
+
+    found: dict[str, Callable[[dict[str, np.ndarray]], object]] = {"pytorch eager": eager}
+    session = ort_session(path, threads)
+    found["onnxruntime cpu"] = lambda feed: session.run(None, feed)
+    available = ort.get_available_providers()
+    for provider, name in (("CUDAExecutionProvider", "onnxruntime cuda"),
+                           ("TensorrtExecutionProvider", "onnxruntime tensorrt")):
+        if provider in available:
+            gpu = ort_session(path, threads, providers=[provider, "CPUExecutionProvider"])
+            found[name] = lambda feed, s=gpu: s.run(None, feed)
+    return found
+
+
+def measure(tower: str, graph: Graph, path: Path, batches: list[int], threads: int, min_time: float,
+            peak: float) -> list[Row]:
+    rows = []
+    for name, run in runners(graph, path, threads).items():
+        for batch in batches:
+            feed = inputs_for(graph, batch)
+            min_runs = 2 if tower == "vision" else 5
+            seconds = timed(lambda run=run, feed=feed: run(feed), min_time, min_runs)
+            flops = 2 * MACS[tower] * batch / seconds
+            rows.append(Row(tower, name, batch, batch / seconds, seconds * 1e3, flops / 1e9, flops / peak))
+            print(f"  {tower:6s} {name:20s} batch {batch:3d}: {batch / seconds:9.2f} {UNITS[tower]}",
+                  flush=True)
+    return rows
+
+
+def option_rows(tower: str, graph: Graph, path: Path, batch: int, threads: int, min_time: float,
+                peak: float) -> list[Row]:
+    """ONNX Runtime session options: graph optimisation level, threads, spin-waiting."""
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+    variants = [(f"ort {level}, {threads} thr", levels[level], threads, True) for level in levels]
+    variants += [(f"ort all, {threads} thr, no spin", levels["all"], threads, False),
+                 ("ort all, 1 thr", levels["all"], 1, True)]
+    feed = inputs_for(graph, batch)
+    rows = []
+    for name, level, count, spinning in variants:
+        session = ort_session(path, count, level, spinning)
+        seconds = timed(lambda s=session: s.run(None, feed), min_time, 2 if tower == "vision" else 5)
+        flops = 2 * MACS[tower] * batch / seconds
+        rows.append(Row(tower, name, batch, batch / seconds, seconds * 1e3, flops / 1e9, flops / peak))
+        print(f"  {tower:6s} {name:28s} batch {batch}: {batch / seconds:9.2f} {UNITS[tower]}", flush=True)
+    return rows
+
+
+def table(rows: list[Row], title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'tower':6s} | {'runtime':28s} | {'batch':>5s} | {'items/s':>9s} | {'latency ms':>10s} | "
+          f"{'GFLOP/s':>8s} | {'of peak':>7s}")
+    for r in rows:
+        print(f"{r.tower:6s} | {r.runtime:28s} | {r.batch:5d} | {r.items_per_s:9.2f} | "
+              f"{r.latency_ms:10.1f} | {r.gflops:8.1f} | {r.peak_fraction:7.1%}")
+
+
+def verdicts(rows: list[Row]) -> dict[str, object]:
+    def find(tower: str, runtime: str, batch: int) -> Row:
+        return next(r for r in rows if (r.tower, r.runtime, r.batch) == (tower, runtime, batch))
+
+    speedup = find("text", "onnxruntime cpu", 1).items_per_s / find("text", "pytorch eager", 1).items_per_s
+    vision = max((r for r in rows if r.tower == "vision"), key=lambda r: r.peak_fraction)
+    return {
+        "text_b1_ort_over_eager": speedup,
+        "text_b1_target": TEXT_SPEEDUP_TARGET,
+        "text_b1_met": speedup >= TEXT_SPEEDUP_TARGET,
+        "vision_best_peak_fraction": vision.peak_fraction,
+        "vision_best": f"{vision.runtime}, batch {vision.batch}",
+        "vision_target": VISION_PEAK_TARGET,
+        "vision_met": vision.peak_fraction >= VISION_PEAK_TARGET,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="batches 1-2 (vision), 1-8 (text); 1 s per point")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    min_time = 1.0 if args.quick else 3.0
+    vision_batches = [1, 2] if args.quick else [1, 2, 4]
+    text_batches = [1, 8] if args.quick else [1, 8, 32, 64]
+
+    print(f"fp32 matmul peak, {args.threads} threads ...", flush=True)
+    peaks = matmul_peak(min_time, args.threads)
+    peak = max(peaks.values())
+    print("  " + ", ".join(f"{name} {flops / 1e9:.1f} GFLOP/s" for name, flops in peaks.items()))
+    model = create_model("viclip-b16").eval()
+    text, vision = graphs_for(model)
+    rows: list[Row] = []
+    options: list[Row] = []
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {}
+        towers = (("text", text, max(text_batches)), ("vision", vision, max(vision_batches)))
+        for tower, graph, max_batch in towers:
+            paths[tower] = Path(folder) / f"{tower}.onnx"
+            started = time.perf_counter()
+            export_onnx(graph, paths[tower], opset=18, max_batch=max_batch, simplify=True,
+                        external_data_threshold=1 << 40)
+            print(f"exported {tower} tower in {time.perf_counter() - started:.0f} s", flush=True)
+        rows += measure("text", text, paths["text"], text_batches, args.threads, min_time, peak)
+        rows += measure("vision", vision, paths["vision"], vision_batches, args.threads, min_time, peak)
+        options += option_rows("text", text, paths["text"], 1, args.threads, min_time, peak)
+        options += option_rows("vision", vision, paths["vision"], 1, args.threads, min_time, peak)
+    measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in peaks.items())
+    table(rows, f"ViCLIP-B/16, fp32, {args.threads} threads; matmul peak {peak / 1e9:.1f} GFLOP/s "
+                f"({measured})")
+    table(options, "ONNX Runtime session options (batch 1)")
+    result = verdicts(rows)
+    print(f"\ntext batch 1: ONNX Runtime {result['text_b1_ort_over_eager']:.2f}x eager "
+          f"(target {TEXT_SPEEDUP_TARGET}x: {'met' if result['text_b1_met'] else 'MISSED'})")
+    print(f"vision: best {result['vision_best_peak_fraction']:.1%} of peak ({result['vision_best']}) "
+          f"(target {VISION_PEAK_TARGET:.0%}: {'met' if result['vision_met'] else 'MISSED'})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__,
+                    "onnxruntime": ort.__version__, "providers": ort.get_available_providers()},
+        "matmul_peak_flops": peaks,
+        "rows": [asdict(r) for r in rows],
+        "session_options": [asdict(r) for r in options],
+        "verdicts": result,
+    }, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

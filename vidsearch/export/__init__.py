@@ -1,0 +1,33 @@
+"""Export: checkpoint → ONNX (→ TensorRT) → a Triton model repository that a real Triton server loads.
+
+`export_model(ExportConfig(...))` is the whole job (`vidsearch export` on the command line); the
+modules are its seams: `graphs` (what is exported), `onnx_export`, `parity`, `tensorrt`,
+`triton_config`, `repository`, `gpu_models` + `dali` (the GPU-only models), `python_backend` (the
+model that serves ONNX Runtime inside Triton on the CPU), `triton_server` (a local server).
+Names are imported on first use, so importing the package loads neither torch nor ONNX.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ExportConfig": "config",
+    "ExportResult": "exporter",
+    "ExportedModel": "exporter",
+    "export_model": "exporter",
+    "TritonServer": "triton_server",
+    "find_triton": "triton_server",
+}
+
+__all__ = ["ExportConfig", "ExportResult", "ExportedModel", "TritonServer", "export_model", "find_triton"]
+
+if TYPE_CHECKING:
+    from vidsearch.export.config import ExportConfig
+    from vidsearch.export.exporter import ExportedModel, ExportResult, export_model
+    from vidsearch.export.triton_server import TritonServer, find_triton
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,0 +1,182 @@
+"""The graphs an export writes: which module, which named inputs and outputs, which preprocessing.
+
+ViCLIP becomes two models, `viclip_text` and `viclip_vision`; a VideoMAE V2 classifier becomes one,
+`videomae_v2`. Every graph's first axis is the batch.
+
+Normalisation is decided here, once: each ViCLIP tower returns its raw embedding (`EMBEDDING`, what
+the PyTorch model returns) AND its L2-normalised copy (`EMBEDDING_NORMALIZED`, x / max(‖x‖, 1e-12)),
+computed inside the graph. Search uses the normalised output; training-side tools the raw one.
+Tensor names are upper-case, Triton's habit, which also keeps them apart from the exporter's
+internal value names (lower-case operator names such as `embedding`).
+"""
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidsearch.errors import ConfigError
+from vidsearch.models import tokenizer as clip_tokenizer
+from vidsearch.models.viclip import ViCLIP
+from vidsearch.models.videomae import VideoMAEv2
+from vidsearch.video import preprocess as video_preprocess
+
+TEXT_MODEL = "viclip_text"
+VISION_MODEL = "viclip_vision"
+CLASSIFIER_MODEL = "videomae_v2"
+CLIP_VOCAB_SIZE = 49408
+NORMALIZED = "EMBEDDING_NORMALIZED"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output, without its batch axis; `high` bounds integer ids (exclusive)."""
+
+    name: str
+    dtype: str  # numpy name: "float32", "int64"
+    shape: tuple[int, ...]
+    high: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": [-1, *self.shape]}
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One model of the repository: the module to export and what describes it in `vidsearch.json`."""
+
+    name: str
+    task: str
+    module: nn.Module
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    output_meaning: dict[str, str]
+    embedding_dim: int
+    preprocess: video_preprocess.Preprocess | None = None
+    tokenizer: dict[str, Any] | None = None
+    normalized_output: str | None = None  # the output that is L2-normalised in the graph, if any
+
+
+class _TextTower(nn.Module):
+    def __init__(self, model: ViCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        embedding = self.model.encode_text(tokens)
+        return embedding, F.normalize(embedding, dim=-1)
+
+
+class _VisionTower(nn.Module):
+    def __init__(self, model: ViCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        embedding = self.model.encode_video(frames)
+        return embedding, F.normalize(embedding, dim=-1)
+
+
+class _Classifier(nn.Module):
+    def __init__(self, model: VideoMAEv2) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.model.forward_head(self.model.forward_features(video), pre_logits=True)
+        return self.model.head(features), features
+
+
+_EMBEDDING_MEANING = {
+    "EMBEDDING": "raw embedding, as the PyTorch model returns it",
+    NORMALIZED: "L2-normalised embedding, x / max(||x||, 1e-12), computed in the graph",
+}
+
+
+def tokenizer_info(context_length: int, vocab_size: int) -> dict[str, Any]:
+    """What a client needs to produce the text model's input, and a checksum of the vocabulary."""
+    vocab = resources.files("vidsearch.models").joinpath("bpe_simple_vocab_16e6.txt.gz").read_bytes()
+    return {
+        "kind": "clip_bpe",
+        "vocabulary": "bpe_simple_vocab_16e6.txt.gz",
+        "vocabulary_sha256": hashlib.sha256(vocab).hexdigest(),
+        "vocab_size": vocab_size,
+        "context_length": context_length,
+        "start_token": clip_tokenizer.SOT_TOKEN,
+        "end_token": clip_tokenizer.EOT_TOKEN,
+        "pad_token": 0,
+        "dtype": "int64",
+    }
+
+
+def scaled_preprocess(preset: str, image_size: int, frames: int) -> video_preprocess.Preprocess:
+    """The shipped preprocessing preset, resized and re-sampled to the model's input."""
+    spec = video_preprocess.get_preset(preset)
+    short_side = None
+    if spec.short_side is not None:
+        short_side = math.ceil(spec.short_side * image_size / max(spec.size))
+    return replace(spec, size=(image_size, image_size), short_side=short_side,
+                   sampling=replace(spec.sampling, frames=frames))
+
+
+def viclip_graphs(model: ViCLIP) -> list[Graph]:
+    config = model.config
+    if config.vocab_size != CLIP_VOCAB_SIZE:
+        raise ConfigError(f"export: viclip_text ships the CLIP BPE tokenizer ({CLIP_VOCAB_SIZE} ids); this "
+                          f"model's vocabulary has {config.vocab_size}")
+    dim = config.embed_dim
+    outputs = (TensorSpec("EMBEDDING", "float32", (dim,)),
+               TensorSpec(NORMALIZED, "float32", (dim,)))
+    size = config.image_size
+    text = Graph(
+        TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
+        (TensorSpec("TOKENS", "int64", (config.context_length,), high=config.vocab_size),), outputs,
+        _EMBEDDING_MEANING, dim, tokenizer=tokenizer_info(config.context_length, config.vocab_size),
+        normalized_output=NORMALIZED,
+    )
+    vision = Graph(
+        VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
+        (TensorSpec("FRAMES", "float32", (config.num_frames, 3, size, size)),), outputs,
+        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess("viclip", size, config.num_frames),
+        normalized_output=NORMALIZED,
+    )
+    return [text, vision]
+
+
+def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
+    config = model.config
+    if config.num_classes < 1:
+        raise ConfigError("export: this VideoMAE V2 has no classification head (num_classes 0); export a "
+                          "classifier checkpoint")
+    size = config.image_size
+    spec = scaled_preprocess("videomae_v2", size, config.num_frames)
+    if spec.layout != "CTHW":
+        raise ConfigError(f"export: VideoMAE V2 takes [B, 3, T, H, W]; preset layout is {spec.layout}")
+    graph = Graph(
+        CLASSIFIER_MODEL, "video_classification", _Classifier(model).eval(),
+        (TensorSpec("VIDEO", "float32", (config.in_chans, config.num_frames, size, size)),),
+        (TensorSpec("LOGITS", "float32", (config.num_classes,)),
+         TensorSpec("FEATURES", "float32", (config.width,))),
+        {"LOGITS": "class scores before softmax", "FEATURES": "pooled clip features, the head's input"},
+        config.width, preprocess=spec,
+    )
+    return [graph]
+
+
+def graphs_for(model: nn.Module) -> list[Graph]:
+    """The graphs a loaded model exports as."""
+    if isinstance(model, ViCLIP):
+        return viclip_graphs(model)
+    if isinstance(model, VideoMAEv2):
+        return videomae_graphs(model)
+    raise ConfigError(f"export: {type(model).__name__} cannot be exported; vidsearch exports ViCLIP and "
+                      "VideoMAE V2 classifiers (not the pre-training model)")
+
+
+def architecture(model: ViCLIP | VideoMAEv2) -> dict[str, Any]:
+    """The model's config as a plain dict, for `vidsearch.json`."""
+    return asdict(model.config)
