@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: setup test lint typecheck unit demo clean
+.PHONY: setup test lint typecheck unit demo clean triton-env
 
 setup: $(STAMP)
 
@@ -21,8 +21,22 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup
+unit: setup triton-env
 	$(VENV)/bin/pytest -q
+
+# The Triton server of the export tests: the tritonserver bundled in nvidia-pytriton, with the
+# Python backend. PyTriton needs numpy < 2, so it gets its own environment (and onnxruntime, which
+# the exported Python-backend models run inside the server).
+TRITON_VENV  := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP):
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		"nvidia-pytriton==0.7.0" "numpy>=1.26,<2" "onnxruntime>=1.20"
+	touch $(TRITON_STAMP)
 
 test: lint typecheck unit
 
@@ -30,4 +44,4 @@ demo: setup
 	$(VENV)/bin/vidsearch demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache
