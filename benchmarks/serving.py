@@ -1,0 +1,369 @@
+"""Search service benchmark: latency and throughput of `Search` over gRPC, and where the time goes.
+
+For each text tower (the demo model's, and ViCLIP-B/16's; random weights, speed does not depend on
+them) it exports the model (`vidsearch export`, max batch 64), builds an index of n clip vectors
+(`IVF{4·sqrt(n)},SQfp16`, the type the index picks by default at 1M; clustered unit vectors, one
+video per 20 clips), starts `vidsearch serve` in its own process (embedded runtime, both cores,
+`max_batch` set to the text tower's fastest batch size) and measures:
+
+- text encoding alone: tokenize + one ONNX Runtime run of the text tower at batch 1 (p50);
+- index search alone: `FaissClipIndex.search` of one query, top 10, SQLite rows included (p50);
+- Search over gRPC at concurrency 1 (these three interleaved in rounds, so that load from other
+  jobs on a shared machine hits all of them alike), then at 8 and 32 (a closed loop of gRPC futures
+  from one client thread): p50, p99, requests/s. Every query text is new: the text cache never answers;
+- the text tower's best batched throughput (batch 1 … 64; the mean of a sweep before and after the
+  loads).
+
+Serving overhead = p50(Search, concurrency 1) − p50(text alone) − p50(index alone).
+Targets (issue 7): overhead ≤ 2 ms; Search at concurrency 32 ≥ 80 % of the best batched throughput.
+
+    .venv/bin/python benchmarks/serving.py --n 100000        # a few minutes on 2 cores
+    .venv/bin/python benchmarks/serving.py                   # 1M clips per index (slow: two builds)
+
+Prints a table and writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
+from vidsearch.runtime import RuntimeConfig, read_repository
+from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
+from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
+
+RESULTS = Path(__file__).parent / "results" / "serving.json"
+CLIPS_PER_VIDEO = 20
+ADD_BATCH = 50_000
+MAX_BATCH = 64
+TINY_VISION = {"image_size": 32, "patch_size": 16, "num_frames": 8, "vision_width": 64, "vision_layers": 1,
+               "vision_heads": 1}
+TOWERS = {
+    # the demo model's architecture (vidsearch/models/presets/viclip-demo.json)
+    "demo": {"embed_dim": 128, "image_size": 64, "patch_size": 16, "num_frames": 8, "vision_width": 128,
+             "vision_layers": 4, "vision_heads": 4, "context_length": 32, "vocab_size": 49408,
+             "text_width": 128, "text_layers": 3, "text_heads": 4},
+    # ViCLIP-B/16's text tower exactly; a tiny vision tower, which Search never runs
+    "b16-text": {"embed_dim": 512, "context_length": 32, "vocab_size": 49408, "text_width": 512,
+                 "text_layers": 12, "text_heads": 8, **TINY_VISION},
+}
+WORDS = ("red", "blue", "green", "circle", "square", "cross", "moves", "left", "grows", "still", "a", "the")
+
+
+@dataclass
+class Load:
+    concurrency: int
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    requests_per_s: float
+    errors: int
+
+
+@dataclass
+class Result:
+    tower: str
+    clips: int
+    factory: str
+    text_p50_ms: float
+    index_p50_ms: float
+    text_best_per_s: float
+    text_best_batch: int
+    text_per_s_by_batch: dict[int, float]
+    loads: list[Load] = field(default_factory=list)
+
+    @property
+    def overhead_ms(self) -> float:
+        return self.loads[0].p50_ms - self.text_p50_ms - self.index_p50_ms
+
+    @property
+    def c32_fraction(self) -> float:
+        return self.loads[-1].requests_per_s / self.text_best_per_s
+
+
+def queries(count: int, seed: int) -> list[str]:
+    """Distinct query texts (so the server's text cache never answers)."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=6)) + f" {seed}-{i}" for i in range(count)]
+
+
+def export(tower: str, out: Path) -> Path:
+    import torch
+
+    from vidsearch.export import ExportConfig, export_model
+    from vidsearch.models import create_model
+
+    preset = out / f"bench-{tower}.json"
+    preset.write_text(json.dumps({"family": "viclip", "config": TOWERS[tower]}))
+    torch.manual_seed(0)
+    checkpoint = out / f"bench-{tower}.pth"
+    torch.save({"model": create_model(preset).state_dict()}, checkpoint)
+    repository = out / f"repository-{tower}"
+    export_model(ExportConfig(str(preset), checkpoint, repository, max_batch=MAX_BATCH))
+    return repository
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors in videos of 20 near clips around 1,024 topics (what clip embeddings look like)."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((1024, dim), dtype=np.float32)
+    videos = -(-n // CLIPS_PER_VIDEO)
+    centres = topics[rng.integers(0, 1024, videos)]
+    centres += rng.standard_normal((videos, dim), dtype=np.float32) * 0.5
+    out = np.repeat(centres, CLIPS_PER_VIDEO, axis=0)[:n]
+    out += rng.standard_normal(out.shape, dtype=np.float32) * 0.2
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
+    models = read_repository(RuntimeConfig(model_repository=repository))
+    nlist = round(4 * math.sqrt(n))
+    factory = f"IVF{nlist},SQfp16"
+    vectors = clustered(n, models.dim, seed=1)
+    index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, factory))
+    sample = vectors[np.random.default_rng(2).choice(n, size=min(n, max(65_536, 50 * nlist)), replace=False)]
+    index.train(sample)
+    for start in range(0, n, ADD_BATCH):
+        rows = range(start, min(n, start + ADD_BATCH))
+        records = [ClipRecord(f"c{i}", f"v{i // CLIPS_PER_VIDEO}", f"file:///v/{i // CLIPS_PER_VIDEO}.mp4",
+                              (i % CLIPS_PER_VIDEO) * 4.0, (i % CLIPS_PER_VIDEO + 1) * 4.0, models.model_name)
+                   for i in rows]
+        index.add(records, vectors[start : start + len(records)])
+    directory = out / f"index-{repository.name}"
+    index.save(directory)
+    index.close()
+    return directory, factory
+
+
+def start_server(repository: Path, index: Path, workdir: Path, max_batch: int,
+                 threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    """`vidsearch serve` in its own process; its address, read from its JSON log."""
+    config = workdir / f"server-{repository.name}.toml"
+    config.write_text(f'port = 0\nmetrics_port = 0\nindex = "{index}"\nlog_level = "INFO"\n'
+                      f'[runtime]\nmodel_repository = "{repository}"\nmax_batch = {max_batch}\n'
+                      f"threads = {threads}\n"
+                      "[limits]\nmax_concurrent_rpcs = 64\n")
+    log = workdir / f"server-{repository.name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-c", "from vidsearch.cli import app; app()", "serve",
+                                    "--config", str(config)], stderr=sink)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and json.loads(line)["message"].startswith("vidsearch serving"):
+                return process, json.loads(line)["message"].split(" on ")[1].split(" ")[0]
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited while starting:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    raise RuntimeError("the server did not start within 300 s")
+
+
+class Probes:
+    """The three parts of a Search, each measurable alone, plus Search itself at concurrency 1.
+
+    `text`: tokenize + one text-tower run at batch 1 through the embedded backend (the server's
+    ONNX Runtime settings); `index`: one top-10 `FaissClipIndex.search`, SQLite rows included;
+    `search`: one blocking gRPC Search call.
+    """
+
+    def __init__(self, repository: Path, index_dir: Path, threads: int) -> None:
+        from vidsearch.models.tokenizer import Tokenizer
+        from vidsearch.runtime.embedded import EmbeddedBackend
+
+        models = read_repository(RuntimeConfig(model_repository=repository))
+        assert models.text is not None
+        self.text_model = models.text
+        self.backend = EmbeddedBackend(models, threads)
+        self.tokenizer = Tokenizer()
+        self.output = [models.text.normalized_output or ""]
+        self.index = FaissClipIndex.open(index_dir)
+        self.channel: grpc.Channel | None = None
+
+    def connect(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = pb_grpc.SearchServiceStub(self.channel)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        tokens = {"TOKENS": self.tokenizer(texts)}
+        return self.backend.infer(self.text_model, tokens, self.output, None)[self.output[0]]
+
+    def text(self, query: str) -> None:
+        self.embed([query])
+
+    def search_index(self, vector: np.ndarray) -> None:
+        self.index.search(vector[None], SearchOptions(top_k=10))
+
+    def search(self, query: str) -> None:
+        self.stub.Search(pb.SearchRequest(query=query, top_k=10), timeout=60)
+
+    def batched(self, seconds: float = 1.5) -> dict[int, float]:
+        """Text-tower queries/s by batch size."""
+        per_s = {}
+        for batch in (1, 2, 4, 8, 16, 32, 64):
+            texts = queries(batch, seed=6)
+            self.embed(texts)
+            runs, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                self.embed(texts)
+                runs += 1
+            per_s[batch] = runs * batch / (time.perf_counter() - started)
+        return per_s
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        self.index.close()
+        self.backend.close()
+
+
+def interleaved(probes: Probes, rounds: int, per_round: int) -> dict[str, list[float]]:
+    """Latencies (ms) of the three parts and of Search, measured in alternating rounds so that a
+    change of load on a shared machine affects all of them alike."""
+    texts = queries(rounds * per_round, seed=5)
+    vectors = probes.embed(queries(rounds * per_round, seed=7))
+    times: dict[str, list[float]] = {"text": [], "index": [], "search": []}
+    for number in range(rounds):
+        part = slice(number * per_round, (number + 1) * per_round)
+        jobs = {"text": (probes.text, texts[part]), "index": (probes.search_index, list(vectors[part])),
+                "search": (probes.search, [f"{t} (served)" for t in texts[part]])}
+        for name, (call, inputs) in jobs.items():
+            for item in inputs:
+                started = time.perf_counter()
+                call(item)  # type: ignore[operator]
+                times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def load(address: str, concurrency: int, requests: int, seed: int) -> Load:
+    """A closed loop: `concurrency` Search calls in flight, a new one sent as each completes."""
+    channel = grpc.insecure_channel(address)
+    stub = pb_grpc.SearchServiceStub(channel)
+    texts = queries(requests, seed)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    done = threading.Event()
+    sent = [0]
+
+    def send() -> None:
+        with lock:
+            if sent[0] == requests:
+                return
+            number = sent[0]
+            sent[0] += 1
+        started = time.perf_counter()
+        future = stub.Search.future(pb.SearchRequest(query=texts[number], top_k=10), timeout=60)
+        future.add_done_callback(lambda f: finish(f, started))
+
+    def finish(future: grpc.Future, started: float) -> None:
+        with lock:
+            latencies.append(time.perf_counter() - started)
+            if future.exception() is not None:
+                errors[0] += 1
+            if len(latencies) == requests:
+                done.set()
+        send()
+
+    began = time.perf_counter()
+    for _ in range(concurrency):
+        send()
+    done.wait(600)
+    elapsed = time.perf_counter() - began
+    channel.close()
+    ms = np.asarray(latencies) * 1000
+    return Load(concurrency, requests, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
+                requests / elapsed, errors[0])
+
+
+def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Result:
+    print(f"[{tower}] export …", flush=True)
+    repository = export(tower, workdir)
+    print(f"[{tower}] index of {n:,} clips …", flush=True)
+    started = time.monotonic()
+    index_dir, factory = build_index(repository, n, workdir)
+    print(f"[{tower}] built {factory} in {time.monotonic() - started:.0f} s; measuring …", flush=True)
+    probes = Probes(repository, index_dir, threads)
+    before = probes.batched()
+    best = max(before, key=lambda b: before[b])
+    # the server batches up to the size the text tower runs fastest at (the `max_batch` knob)
+    process, address = start_server(repository, index_dir, workdir, best, threads)
+    try:
+        probes.connect(address)
+        load(address, 4, 100, seed=8)  # warm-up
+        interleaved(probes, 1, 20)
+        times = interleaved(probes, rounds=8, per_round=max(10, requests // 16))
+        result = Result(tower, n, factory, float(np.percentile(times["text"], 50)),
+                        float(np.percentile(times["index"], 50)), 0.0, best, before)
+        search = np.asarray(times["search"])
+        result.loads.append(Load(1, len(search), float(np.percentile(search, 50)),
+                                 float(np.percentile(search, 99)), 1000 / float(search.mean()), 0))
+        for concurrency in (8, 32):
+            result.loads.append(load(address, concurrency, requests, seed=10 + concurrency))
+        after = probes.batched()
+        result.text_per_s_by_batch = {b: (before[b] + after[b]) / 2 for b in before}
+        result.text_best_batch = max(result.text_per_s_by_batch, key=lambda b: result.text_per_s_by_batch[b])
+        result.text_best_per_s = result.text_per_s_by_batch[result.text_best_batch]
+    finally:
+        probes.close()
+        process.terminate()
+        process.wait(30)
+    return result
+
+
+def report(results: list[Result]) -> None:
+    print(f"\n{'tower':10} {'clips':>9} {'text p50':>9} {'index p50':>10} {'text best/s':>12} "
+          f"{'c':>3} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    for r in results:
+        for i, point in enumerate(r.loads):
+            head = (f"{r.tower:10} {r.clips:>9,} {r.text_p50_ms:>9.2f} {r.index_p50_ms:>10.2f} "
+                    f"{r.text_best_per_s:>8.0f} (b{r.text_best_batch})") if i == 0 else " " * 56
+            print(f"{head} {point.concurrency:>3} {point.p50_ms:>8.2f} {point.p99_ms:>8.2f} "
+                  f"{point.requests_per_s:>8.1f}" + (f"  errors {point.errors}" if point.errors else ""))
+        verdict_o = "met" if r.overhead_ms <= 2.0 else "missed"
+        verdict_t = "met" if r.c32_fraction >= 0.8 else "missed"
+        print(f"{'':10} overhead {r.overhead_ms:.2f} ms (target ≤ 2: {verdict_o}); concurrency 32 = "
+              f"{100 * r.c32_fraction:.0f} % of the text tower's best batched throughput (target ≥ 80 %: "
+              f"{verdict_t})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="clips per index")
+    parser.add_argument("--requests", type=int, default=400, help="Search calls per concurrency level")
+    parser.add_argument("--towers", default="demo,b16-text", help="comma-separated: demo, b16-text")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
+        for tower in args.towers.split(","):
+            results.append(run(tower, args.n, args.requests, Path(tmp), args.threads))
+    report(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
+                    "threads": args.threads},
+        "results": [{**asdict(r), "overhead_ms": r.overhead_ms, "c32_fraction": r.c32_fraction}
+                    for r in results],
+    }
+    args.out.write_text(json.dumps(payload, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Settings precedence and validation, and the allowed-roots rule, without a server."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from vidsearch.errors import ConfigError, NotFoundError, PathNotAllowedError, RequestError
+from vidsearch.serving.paths import AllowedRoots
+from vidsearch.serving.settings import load_settings
+
+
+def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('port = 6000\nhost = "0.0.0.0"\n[runtime]\nkind = "triton"\nmax_delay_ms = 2.0\n'
+                      "[limits]\nmax_concurrent_rpcs = 3\n")
+    monkeypatch.setenv("VIDSEARCH_PORT", "7000")
+    monkeypatch.setenv("VIDSEARCH_RUNTIME__MAX_DELAY_MS", "5")
+    settings = load_settings(config, port=None, runtime={"triton_url": "triton:8001"})
+    assert (settings.port, settings.host) == (7000, "0.0.0.0")
+    assert (settings.runtime.kind, settings.runtime.max_delay_ms, settings.runtime.triton_url) == (
+        "triton", 5.0, "triton:8001")
+    assert settings.limits.max_concurrent_rpcs == 3
+    assert settings.handler_threads == 7
+    assert load_settings(config, port=8000).port == 8000
+    as_json = tmp_path / "server.json"
+    as_json.write_text(json.dumps({"index": "elsewhere", "video": {"clip_length_s": 4}}))
+    from_json = load_settings(as_json)
+    assert (from_json.index, from_json.video.clip_length_s) == (Path("elsewhere"), 4.0)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"limits": {"max_concurrent_rpcs": 0}}, "limits.max_concurrent_rpcs: Input should be greater than"),
+    ({"runtime": {"kind": "tensorflow"}}, "runtime.kind: Input should be 'embedded' or 'triton'"),
+    ({"tls": {"cert": "cert.pem"}}, "tls: give both cert and key, or neither"),
+    ({"allowed_roots": ["/no/such/dir"]}, "allowed root /no/such/dir is not a directory"),
+    ({"prot": 1}, "prot: Extra inputs are not permitted"),
+])  # fmt: skip
+def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match="invalid settings: .*" + re.escape(message)):
+        load_settings(None, **values)
+
+
+def test_tokens_come_from_the_settings_and_the_token_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# comment\n\n  file-token  \n")
+    settings = load_settings(None, auth={"tokens": ["inline"], "token_file": tokens})
+    assert settings.auth.all_tokens() == ("inline", "file-token")
+    assert "inline" not in repr(settings)  # secrets stay out of logs
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[AllowedRoots, Path, Path]:
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    (inside / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (inside / "sub" / "a.mp4").write_bytes(b"x")
+    (outside / "b.mp4").write_bytes(b"x")
+    (inside / "link-out.mp4").symlink_to(outside / "b.mp4")
+    (inside / "link-in.mp4").symlink_to(inside / "sub" / "a.mp4")
+    (inside / "dir-out").symlink_to(outside)
+    return AllowedRoots([inside]), inside, outside
+
+
+def test_paths_inside_the_roots_resolve_to_the_real_file(roots: tuple[AllowedRoots, Path, Path]) -> None:
+    allowed, inside, _ = roots
+    real = (inside / "sub" / "a.mp4").resolve()
+    assert allowed.check("sub/a.mp4").path == real
+    assert allowed.check(str(inside / "sub" / "a.mp4")).relative == "sub/a.mp4"
+    assert allowed.check("link-in.mp4").path == real  # a symlink that stays inside is fine
+
+
+@pytest.mark.parametrize(("raw", "error", "message"), [
+    ("../outside/b.mp4", PathNotAllowedError, r"'\.\.' is not allowed"),
+    ("sub/../sub/a.mp4", PathNotAllowedError, r"'\.\.' is not allowed"),
+    ("{outside}/b.mp4", PathNotAllowedError, "outside the server's allowed roots"),
+    ("link-out.mp4", PathNotAllowedError, "outside the server's allowed roots"),
+    ("dir-out/b.mp4", PathNotAllowedError, "outside the server's allowed roots"),
+    ("{outside}/missing.mp4", PathNotAllowedError, "outside"),  # existence is not revealed outside the roots
+    ("sub/missing.mp4", NotFoundError, "no such file under the allowed roots"),
+    ("sub", RequestError, "not a regular file"),
+    ("", RequestError, "empty"),
+])  # fmt: skip
+def test_paths_outside_the_roots_are_refused(roots: tuple[AllowedRoots, Path, Path], raw: str,
+                                             error: type[Exception], message: str) -> None:
+    allowed, _, outside = roots
+    with pytest.raises(error, match=message):
+        allowed.check(raw.format(outside=outside))
+
+
+def test_without_roots_path_inputs_are_off(tmp_path: Path) -> None:
+    with pytest.raises(PathNotAllowedError, match="path inputs are disabled"):
+        AllowedRoots([]).check(str(tmp_path))

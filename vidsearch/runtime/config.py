@@ -1,0 +1,33 @@
+"""How to run the models: which runtime, over which exported repository, with which batching and cache.
+
+A typed, frozen pydantic model, so the server's settings (`vidsearch.serving.settings`) embed it as
+one section and a library caller can build it directly; it is parsed once, at the edge.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RuntimeKind = Literal["embedded", "triton"]
+
+
+class RuntimeConfig(BaseModel):
+    """The runtime section of the settings; every field has a working default for the embedded runtime."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: RuntimeKind = "embedded"
+    model_repository: Path = Path("model_repository")
+    text_model: str = "viclip_text"
+    vision_model: str = "viclip_vision"
+    classifier_model: str = "videomae_v2"
+    # Text queries from concurrent requests are run together: at most `max_batch` (default: the
+    # model's own maximum) and waiting at most `max_delay_ms` for company once the model is free.
+    max_batch: int | None = Field(default=None, ge=1)
+    max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    cache_size: int = Field(default=4096, ge=0)  # text embeddings kept (LRU); 0 switches the cache off
+    threads: int = Field(default=0, ge=0)  # ONNX Runtime intra-op threads; 0: one per core
+    triton_url: str = "127.0.0.1:8001"  # gRPC address of the Triton server (kind "triton")
+    # how long to wait for the Triton server at start, and the longest a model call may take
+    triton_timeout_s: float = Field(default=60.0, gt=0.0)

@@ -1,0 +1,142 @@
+"""`ModelRuntime`: the one implementation of `Runtime`, over any `Backend` (see `base`).
+
+Text: queries are tokenized (the CLIP tokenizer of the repository's text model), looked up in the
+LRU cache, and the misses go through the dynamic batcher, so concurrent requests share one model
+run. Video and classification inputs arrive batched already: they are checked against the model's
+input shape and run in slices of the model's maximum batch.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError
+from vidsearch.models.tokenizer import Tokenizer
+from vidsearch.runtime.base import Backend
+from vidsearch.runtime.batching import DynamicBatcher
+from vidsearch.runtime.cache import CacheStats, LruCache
+from vidsearch.runtime.config import RuntimeConfig
+from vidsearch.runtime.repository import ModelSpec, RepositoryModels
+
+log = logging.getLogger(__name__)
+
+BatchObserver = Callable[[str, int, float], None]
+"""Called after every model run with the model name, the batch size and the seconds it took."""
+
+_Row = NDArray[np.float32]
+
+
+class ModelRuntime:
+    """Serves the models of one repository through one backend (thread-safe)."""
+
+    def __init__(self, models: RepositoryModels, backend: Backend, config: RuntimeConfig,
+                 observer: BatchObserver | None = None) -> None:
+        self._models = models
+        self._backend = backend
+        self._observer = observer
+        self._cache: LruCache[str, _Row] = LruCache(config.cache_size)
+        self._tokenizer: Tokenizer | None = None
+        self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
+        text = models.text
+        if text is not None:
+            context = int((text.tokenizer or {}).get("context_length", text.input.shape[-1]))
+            self._tokenizer = Tokenizer(context_length=context)
+            max_batch = min(config.max_batch or text.max_batch, text.max_batch)
+            self._batcher = DynamicBatcher(self._run_text, max_batch, config.max_delay_ms / 1000.0,
+                                           name="text-batcher",
+                                           on_batch=lambda n, s: self._observe(text.name, n, s))
+
+    @property
+    def kind(self) -> str:
+        return self._backend.kind
+
+    @property
+    def models(self) -> RepositoryModels:
+        return self._models
+
+    # -- text --------------------------------------------------------------------------------------
+
+    def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
+        if self._batcher is None or self._tokenizer is None:
+            raise ConfigError(f"{self._models.root} has no text model: text queries cannot be embedded")
+        rows: list[_Row | None] = [self._cache.get(text) for text in texts]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            if timeout_s is not None and timeout_s <= 0:
+                raise DeadlineExceededError(f"no time left to embed {len(missing)} texts")
+            tokens = self._tokenizer([texts[i] for i in missing])
+            try:
+                vectors = self._batcher.map(list(tokens), timeout_s)
+            except TimeoutError:
+                raise DeadlineExceededError(f"embedding {len(missing)} texts ran past the deadline") from None
+            for i, vector in zip(missing, vectors, strict=True):
+                vector.flags.writeable = False
+                self._cache.put(texts[i], vector)
+                rows[i] = vector
+        vectors = [row for row in rows if row is not None]
+        return np.stack(vectors) if vectors else np.empty((0, self._models.dim), dtype=np.float32)
+
+    def _run_text(self, tokens: list[NDArray[np.int64]]) -> list[_Row]:
+        text = self._models.text
+        assert text is not None
+        output = text.normalized_output or ""
+        result = self._backend.infer(text, {text.input.name: np.stack(tokens)}, [output], None)[output]
+        return list(np.asarray(result, dtype=np.float32))
+
+    # -- video -------------------------------------------------------------------------------------
+
+    def embed_video(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
+        vision = self._require(self._models.vision, "video embeddings")
+        return self._run_sliced(vision, clips, vision.normalized_output or "", timeout_s)
+
+    def classify(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
+        classifier = self._require(self._models.classifier, "a classifier")
+        return self._run_sliced(classifier, clips, "LOGITS", timeout_s)
+
+    def _require(self, model: ModelSpec | None, what: str) -> ModelSpec:
+        if model is None:
+            raise ConfigError(f"{self._models.root} has no model for {what}")
+        return model
+
+    def _run_sliced(self, model: ModelSpec, clips: NDArray[np.float32], output: str,
+                    timeout_s: float | None) -> NDArray[np.float32]:
+        expected = model.input.shape[1:]
+        if clips.ndim != len(expected) + 1 or tuple(clips.shape[1:]) != expected:
+            raise RequestError(f"{model.name} takes clips shaped {list(expected)}, "
+                               f"got {list(clips.shape[1:])}")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        parts = []
+        for start in range(0, len(clips), model.max_batch):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError(f"{model.name}: the deadline passed after {start} of "
+                                            f"{len(clips)} clips")
+            batch = np.ascontiguousarray(clips[start : start + model.max_batch], dtype=np.float32)
+            began = time.monotonic()
+            parts.append(self._backend.infer(model, {model.input.name: batch}, [output], remaining)[output])
+            self._observe(model.name, len(batch), time.monotonic() - began)
+        width = model.output(output).shape[-1]
+        joined = np.concatenate(parts) if parts else np.empty((0, width))
+        return np.asarray(joined, dtype=np.float32)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+
+    def _observe(self, model: str, size: int, seconds: float) -> None:
+        if self._observer is not None:
+            self._observer(model, size, seconds)
+
+    def ready(self) -> bool:
+        models = [m for m in (self._models.text, self._models.vision, self._models.classifier) if m]
+        return all(self._backend.ready(m) for m in models)
+
+    def cache_stats(self) -> CacheStats:
+        return self._cache.stats()
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+        self._backend.close()
+

@@ -1,0 +1,1 @@
+"""Generated protobuf package `vidsearch` (see `vidsearch.serving.codegen`)."""

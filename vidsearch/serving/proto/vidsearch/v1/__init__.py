@@ -1,0 +1,1 @@
+"""Generated stubs of `vidsearch.v1` (`python -m vidsearch.serving.codegen` regenerates them)."""

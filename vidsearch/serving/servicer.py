@@ -1,0 +1,205 @@
+"""The `vidsearch.v1.SearchService` handlers: check the request, call the runtime and the index, answer.
+
+Handlers only raise `vidsearch.errors` exceptions; authentication, the concurrency limit, metrics,
+logging and the mapping of errors to status codes happen around them (`interceptors.py`), once for
+every method. Models are reached only through the runtime, whichever backend it runs on.
+"""
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
+from vidsearch.index import SearchOptions
+from vidsearch.runtime.base import Runtime
+from vidsearch.serving import classify, convert
+from vidsearch.serving.deadline import Deadline
+from vidsearch.serving.index_handle import IndexHandle
+from vidsearch.serving.ingest import Ingester
+from vidsearch.serving.media import VideoModels, clip_spec, within
+from vidsearch.serving.paths import AllowedRoots
+from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
+from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
+from vidsearch.serving.settings import ServerSettings
+from vidsearch.video import VideoSource
+
+DEFAULT_CLASSIFY_TOP_K = 5
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+class SearchServicer(pb_grpc.SearchServiceServicer):
+    def __init__(self, runtime: Runtime, handle: IndexHandle, settings: ServerSettings) -> None:
+        self._runtime = runtime
+        self._handle = handle
+        self._settings = settings
+        self._limits = settings.limits
+        self._videos = VideoModels(runtime, settings.video)
+        self._roots = AllowedRoots(settings.allowed_roots)
+        vision = runtime.models.vision
+        self._ingester = Ingester(handle, self._videos, self._roots, str(vision.version) if vision else "",
+                                  self._limits.max_ingest_items)
+        classifier = runtime.models.classifier
+        classes = classifier.output("LOGITS").shape[-1] if classifier else 0
+        self._class_names = classify.class_names(settings.classifier_labels, classes) if classifier else []
+
+    def _deadline(self, context: grpc.ServicerContext) -> Deadline:
+        return Deadline(context, self._limits.default_deadline_s)
+
+    # -- search ------------------------------------------------------------------------------------
+
+    def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
+        started = time.perf_counter()
+        deadline = self._deadline(context)
+        query = convert.query_text(request.query, self._limits.max_query_chars)
+        options = convert.search_options(request)
+        vector = self._runtime.embed_text([query], deadline.remaining())
+        return self._search(vector, options, request.page_token, started, _ms(started))
+
+    def SearchByVideo(self, request: pb.SearchByVideoRequest, context: grpc.ServicerContext
+                      ) -> pb.SearchResponse:
+        started = time.perf_counter()
+        deadline = self._deadline(context)
+        options = convert.search_options(request)
+        source = self._source(request.WhichOneof("source"), request.video, request.path)
+        clips, duration = self._videos.segment(source, clip_spec(self._settings.video), deadline)
+        span = within(clips, request.start_s, request.end_s)
+        outputs = self._videos.embed(source, span, duration, deadline)
+        vector = outputs.values.mean(axis=0, keepdims=True)
+        return self._search(vector, options, request.page_token, started, _ms(started))
+
+    def _search(self, vector: NDArray[np.float32], options: SearchOptions, token: str, started: float,
+                embed_ms: float) -> pb.SearchResponse:
+        searched = time.perf_counter()
+        page = self._handle.index.search(vector, options, [token or None])[0]
+        response = convert.page_response(page)
+        response.model = self._runtime.models.model_name
+        response.index_version = self._handle.version
+        timings = pb.Timings(embed_ms=embed_ms, search_ms=_ms(searched), total_ms=_ms(started))
+        response.timings.CopyFrom(timings)
+        return response
+
+    # -- embeddings --------------------------------------------------------------------------------
+
+    def EmbedText(self, request: pb.EmbedTextRequest, context: grpc.ServicerContext) -> pb.EmbedTextResponse:
+        deadline = self._deadline(context)
+        if not request.texts:
+            raise RequestError("EmbedText needs at least one text")
+        if len(request.texts) > self._limits.max_texts:
+            raise LimitExceededError(f"{len(request.texts)} texts in one request; the limit is "
+                                     f"{self._limits.max_texts}")
+        texts = convert.texts(request.texts, max_chars=self._limits.max_query_chars, what="text")
+        vectors = self._runtime.embed_text(texts, deadline.remaining())
+        return pb.EmbedTextResponse(embeddings=convert.embeddings(vectors),
+                                    model=self._runtime.models.model_name, dim=vectors.shape[1])
+
+    def EmbedVideo(self, request_iterator: Iterator[pb.EmbedVideoRequest], context: grpc.ServicerContext
+                   ) -> pb.EmbedVideoResponse:
+        deadline = self._deadline(context)
+        source, options = self._upload(request_iterator, deadline)
+        clips, duration = self._videos.segment(source, clip_spec(self._settings.video, options), deadline)
+        outputs = self._videos.embed(source, clips, duration, deadline)
+        return pb.EmbedVideoResponse(
+            clips=[pb.ClipEmbedding(index=c.index, start_s=c.start_s, end_s=c.end_s,
+                                    embedding=pb.Embedding(values=row.tolist()))
+                   for c, row in zip(outputs.clips, outputs.values, strict=True)],
+            model=self._runtime.models.model_name, dim=outputs.values.shape[1], duration_s=duration)
+
+    # -- classification ----------------------------------------------------------------------------
+
+    def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
+        deadline = self._deadline(context)
+        top_k = request.top_k if request.HasField("top_k") else DEFAULT_CLASSIFY_TOP_K
+        if top_k < 1:
+            raise RequestError(f"top_k must be at least 1, got {top_k}")
+        source = self._source(request.WhichOneof("source"), request.video, request.path)
+        clips, duration = self._videos.segment(source, clip_spec(self._settings.video), deadline)
+        span = within(clips, request.start_s, request.end_s)
+        if request.labels:
+            labels = convert.texts(request.labels, max_chars=self._limits.max_query_chars, what="label")
+            prompts = classify.prompts(labels, list(request.templates) or classify.DEFAULT_TEMPLATES)
+            if len(prompts) > self._limits.max_texts:
+                raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
+                                         f"{self._limits.max_texts}")
+            video = self._videos.embed(source, span, duration, deadline)
+            text = self._runtime.embed_text(prompts, deadline.remaining())
+            scores = classify.zero_shot(text, len(labels), video.values)
+            method, names, count = "zero_shot", labels, len(video.clips)
+        else:
+            outputs = self._videos.classify(source, span, duration, deadline)
+            scores = classify.classifier(outputs.values)
+            method, names, count = "classifier", self._class_names, len(outputs.clips)
+        ranked = classify.top(scores, names, top_k)
+        return pb.ClassifyResponse(labels=[pb.LabelScore(label=n, score=s) for n, s in ranked],
+                                   model=self._model_of(method), method=method, clips=count)
+
+    def _model_of(self, method: str) -> str:
+        classifier = self._runtime.models.classifier
+        if method == "classifier" and classifier is not None:
+            return classifier.model_name
+        return self._runtime.models.model_name
+
+    # -- the index ---------------------------------------------------------------------------------
+
+    def Ingest(self, request: pb.IngestRequest, context: grpc.ServicerContext) -> pb.IngestResponse:
+        deadline = self._deadline(context)
+        spec = clip_spec(self._settings.video, request.clips if request.HasField("clips") else None)
+        return self._ingester.ingest(request, spec, deadline)
+
+    def DeleteVideo(self, request: pb.DeleteVideoRequest, context: grpc.ServicerContext
+                    ) -> pb.DeleteVideoResponse:
+        if not request.video_id:
+            raise RequestError("DeleteVideo needs a video_id")
+        deleted = self._handle.index.delete_videos([request.video_id])
+        if not deleted:
+            raise NotFoundError(f"video {request.video_id!r} is not in the index")
+        return pb.DeleteVideoResponse(clips_deleted=deleted, index_version=self._handle.changed())
+
+    def GetIndexStats(self, request: pb.GetIndexStatsRequest, context: grpc.ServicerContext) -> pb.IndexStats:
+        stats = self._handle.index.stats()
+        return pb.IndexStats(clips=stats.clips, videos=stats.videos, dim=stats.dim, model=stats.model,
+                             model_checksum=stats.model_checksum, index_type=stats.index_type,
+                             backend=stats.backend, device=stats.device, size_bytes=stats.size_bytes,
+                             read_only=stats.read_only, index_version=self._handle.version,
+                             runtime=self._runtime.kind)
+
+    # -- video inputs ------------------------------------------------------------------------------
+
+    def _source(self, which: str | None, data: bytes, path: str) -> VideoSource:
+        if which == "video":
+            return data
+        if which == "path":
+            return self._roots.check(path).path
+        raise RequestError("give the video as bytes (`video`) or as a path under an allowed root (`path`)")
+
+    def _upload(self, messages: Iterator[pb.EmbedVideoRequest], deadline: Deadline
+                ) -> tuple[VideoSource, pb.ClipOptions | None]:
+        """The streamed input: one message naming a path, or the file's bytes in chunks."""
+        chunks: list[bytes] = []
+        size = 0
+        path: str | None = None
+        options: pb.ClipOptions | None = None
+        for message in messages:
+            deadline.remaining()
+            if message.HasField("clips"):
+                options = message.clips
+            kind = message.WhichOneof("input")
+            if path is not None or (kind == "path" and chunks):
+                raise RequestError("EmbedVideo takes one path or a stream of chunks, not both")
+            if kind == "path":
+                path = message.path
+            elif kind == "chunk":
+                size += len(message.chunk)
+                if size > self._limits.max_upload_bytes:
+                    raise LimitExceededError(f"the upload exceeds {self._limits.max_upload_bytes} bytes")
+                chunks.append(message.chunk)
+        if path is not None:
+            return self._roots.check(path).path, options
+        if not chunks:
+            raise RequestError("EmbedVideo received no video: send a path or the file's bytes")
+        return b"".join(chunks), options

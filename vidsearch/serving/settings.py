@@ -1,0 +1,176 @@
+"""The server's settings: defaults < a config file (TOML or JSON) < environment (`VIDSEARCH_…`) < flags.
+
+Parsed once, at the edge (`vidsearch serve`), into this typed object; nothing below reads the
+environment. Nested sections use `__` in variable names: `VIDSEARCH_RUNTIME__KIND=triton`,
+`VIDSEARCH_LIMITS__MAX_CONCURRENT_RPCS=64`; lists are JSON: `VIDSEARCH_ALLOWED_ROOTS='["/data"]'`.
+
+    # server.toml
+    port = 50051
+    index = "my-index"
+    allowed_roots = ["/data/videos"]
+    [runtime]
+    model_repository = "model_repository"
+    [auth]
+    token_file = "/etc/vidsearch/tokens"
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from vidsearch.errors import ConfigError
+from vidsearch.runtime.config import RuntimeConfig
+
+_MIB = 1 << 20
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TlsSettings(_Section):
+    """Server certificate chain and private key (PEM); both or neither. Neither: plaintext."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "TlsSettings":
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls: give both cert and key, or neither")
+        for path in (self.cert, self.key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"tls: {path} is not a file")
+        return self
+
+    def key_pair(self) -> tuple[bytes, bytes] | None:
+        """(private key, certificate chain) as PEM bytes, or None without TLS."""
+        if self.cert is None or self.key is None:
+            return None
+        return self.key.read_bytes(), self.cert.read_bytes()
+
+
+class AuthSettings(_Section):
+    """Bearer tokens accepted on every RPC except health checks; none configured: no authentication."""
+
+    tokens: tuple[SecretStr, ...] = ()
+    token_file: Path | None = None  # one token per line; blank lines and `#` comments ignored
+
+    def all_tokens(self) -> tuple[str, ...]:
+        tokens = [t.get_secret_value() for t in self.tokens]
+        if self.token_file is not None:
+            try:
+                lines = self.token_file.read_text().splitlines()
+            except OSError as err:
+                raise ConfigError(f"auth: cannot read token file {self.token_file}: {err.strerror}") from None
+            tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return tuple(tokens)
+
+
+class LimitSettings(_Section):
+    """What one request may ask for, and how many run at once."""
+
+    max_message_bytes: int = Field(default=32 * _MIB, ge=1024)  # one gRPC message, either direction
+    max_upload_bytes: int = Field(default=512 * _MIB, ge=1024)  # a streamed EmbedVideo upload in all
+    max_concurrent_rpcs: int = Field(default=16, ge=1)  # beyond it: RESOURCE_EXHAUSTED at once
+    max_query_chars: int = Field(default=1000, ge=1)
+    max_texts: int = Field(default=256, ge=1)  # per EmbedText / labels × templates per Classify
+    max_ingest_items: int = Field(default=256, ge=1)
+    default_deadline_s: float = Field(default=300.0, gt=0)  # for requests that come without a deadline
+
+
+class VideoSettings(_Section):
+    """How videos are cut into clips (requests may override) and how long one file may take to read."""
+
+    clip_length_s: float = Field(default=10.0, gt=0)
+    clip_stride_s: float | None = Field(default=None, gt=0)
+    decode_time_limit_s: float = Field(default=120.0, gt=0)
+
+
+class ServerSettings(BaseSettings):
+    """Everything `vidsearch serve` needs; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDSEARCH_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    config_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port (read back from the server)
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)  # None: no metrics endpoint
+    index: Path = Path("index")
+    create_index: bool = True  # start with an empty index when `index` does not exist
+    persist_changes: bool = True  # save a snapshot after every Ingest / DeleteVideo
+    allowed_roots: tuple[Path, ...] = ()  # path inputs are refused unless they lie under one of these
+    classifier_labels: Path | None = None  # class names of the VideoMAE V2 classifier, one per line
+    workers: int = Field(default=0, ge=0)  # handler threads; 0: max_concurrent_rpcs + 4 (health, spare)
+    grace_s: float = Field(default=5.0, ge=0)  # how long running RPCs may finish at shutdown
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    runtime: RuntimeConfig = RuntimeConfig()
+    tls: TlsSettings = TlsSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    video: VideoSettings = VideoSettings()
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _real_directories(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+        resolved = []
+        for root in roots:
+            if not root.is_dir():
+                raise ValueError(f"allowed root {root} is not a directory")
+            resolved.append(root.resolve(strict=True))
+        return tuple(resolved)
+
+    @property
+    def handler_threads(self) -> int:
+        return self.workers or self.limits.max_concurrent_rpcs + 4
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) over environment over the file named by `config_file`."""
+        sources = [init_settings, env_settings]
+        config_file = init_settings.init_kwargs.get("config_file") if isinstance(
+            init_settings, InitSettingsSource) else None
+        if config_file is not None:
+            sources.append(_file_source(settings_cls, Path(config_file)))
+        return tuple(sources)
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    if path.suffix == ".json":
+        return JsonConfigSettingsSource(settings_cls, json_file=path)
+    raise ConfigError(f"config file {path}: use .toml or .json")
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> ServerSettings:
+    """Settings from the file, the environment and the given flags (None flags are left out, so
+    they do not hide the file's or the environment's values). Errors become a `ConfigError`."""
+    from pydantic import ValidationError
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        return ServerSettings(config_file=config_file, **given)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                             for e in err.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None
