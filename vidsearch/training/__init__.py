@@ -1,0 +1,1 @@
+"""Training: data (manifests, the synthetic set), losses, optimisers, the loop, recipes, evaluation."""
