@@ -41,7 +41,7 @@ $(TRITON_STAMP):
 test: lint typecheck unit
 
 demo: setup
-	$(VENV)/bin/vidsearch demo
+	$(VENV)/bin/vidsearch demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,8 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from vidsearch import __version__
+from vidsearch.serving.cli import demo_command, search_command, serve_command
+from vidsearch.training.cli import data_app, train_app
 
 app = typer.Typer(
     name="vidsearch",
@@ -158,6 +160,9 @@ def export(
     typer.echo(f"exported {len(result.models)} models into {result.out} in {result.seconds:.1f} s")
 
 
+app.add_typer(train_app, name="train")
+app.add_typer(data_app, name="data")
+
 video_app = typer.Typer(help="Inspect video inputs: probe, clips.", no_args_is_help=True)
 app.add_typer(video_app, name="video")
 
@@ -199,3 +204,8 @@ def video_clips(
         _fail(exc)
     for clip in clips:
         typer.echo(f"{clip.index}\t{clip.start_s:.3f}\t{clip.end_s:.3f}")
+
+
+app.command("serve")(serve_command)
+app.command("search")(search_command)
+app.command("demo")(demo_command)

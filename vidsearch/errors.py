@@ -81,3 +81,27 @@ class InvalidQueryError(ClipIndexError, ValueError):
 
 class InvalidPageTokenError(InvalidQueryError):
     """A page token is malformed, tampered with, or was issued for another query."""
+
+
+class RequestError(VidsearchError, ValueError):
+    """A request to the search service is malformed: an empty query, a bad option, an unknown field."""
+
+
+class NotFoundError(VidsearchError, LookupError):
+    """Something a request names does not exist: a file under an allowed root, a video in the index."""
+
+
+class PathNotAllowedError(VidsearchError, PermissionError):
+    """A path input lies outside the configured allowed roots (or path inputs are switched off)."""
+
+
+class LimitExceededError(VidsearchError):
+    """A request exceeds a configured limit (upload size, concurrent requests); retrying later may work."""
+
+
+class RuntimeUnavailableError(VidsearchError):
+    """The inference runtime cannot answer now (a Triton server is down or not ready)."""
+
+
+class DeadlineExceededError(VidsearchError, TimeoutError):
+    """A request's deadline passed before its work was done; the work was abandoned."""
