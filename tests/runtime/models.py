@@ -20,15 +20,8 @@ from vidsearch.models.viclip import ViCLIP
 from vidsearch.models.videomae import VideoMAEv2
 from vidsearch.training.synthetic import SynthSpec, plan, scene_frames, write_mp4
 
-TINY_VICLIP = {
-    "embed_dim": 32, "image_size": 32, "patch_size": 16, "num_frames": 8, "vision_width": 64,
-    "vision_layers": 2, "vision_heads": 2, "context_length": 32, "vocab_size": 49408, "text_width": 64,
-    "text_layers": 2, "text_heads": 2,
-}  # fmt: skip
-TINY_VIDEOMAE = {
-    "image_size": 32, "patch_size": 16, "num_frames": 4, "tubelet_size": 2, "width": 64, "depth": 2,
-    "heads": 2, "mlp_hidden": 128, "num_classes": 7,
-}  # fmt: skip
+from ..tiny_configs import TINY_VICLIP, TINY_VIDEOMAE
+
 MAX_BATCH = 4
 SCENE_S = 2.0  # each synthetic scene: 20 frames at 10 fps
 

@@ -18,7 +18,7 @@ from vidsearch.serving.settings import load_settings
 from vidsearch.training import artifact
 from vidsearch.video import Preprocess, SamplingRule
 
-from ..runtime.models import TINY_VICLIP
+from ..tiny_configs import TINY_VICLIP
 
 
 @pytest.fixture(scope="module")
