@@ -61,3 +61,33 @@ def test_recipes_are_listed() -> None:
     assert result.exit_code == 0
     assert "demo" in result.output
     assert "videomae-pretrain" in result.output
+
+
+def test_data_internvid_writes_a_manifest_of_the_local_clips(tmp_path: Path) -> None:
+    annotations = tmp_path / "InternVid-10M-FLT.jsonl"
+    rows = [
+        {
+            "YoutubeID": "abc",
+            "Start_timestamp": "00:00:01.000",
+            "End_timestamp": "00:00:03.500",
+            "Caption": "x",
+        },
+        {
+            "YoutubeID": "gone",
+            "Start_timestamp": "00:00:00.000",
+            "End_timestamp": "00:00:01.000",
+            "Caption": "y",
+        },
+    ]
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "abc.mp4").write_bytes(b"")
+    out = tmp_path / "clips.csv"
+    result = runner.invoke(
+        app, ["data", "internvid", str(annotations), "--videos", "videos/{id}.mp4", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 clips" in result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("video,start,end,caption")
+    assert lines[1].startswith(f"{tmp_path / 'videos' / 'abc.mp4'},1.0,3.5,x")

@@ -106,3 +106,13 @@ def test_initialise_rejects_a_checkpoint_of_another_shape(tmp_path: Path) -> Non
         build_model(recipe_from_dict({**tiny_recipe(tmp_path), "init": str(path)}))
     (tmp_path / "r.json").write_text(json.dumps(tiny_recipe(tmp_path)))
     assert load_recipe(tmp_path / "r.json").model_overrides == TINY_MODEL
+
+
+def test_fresh_models_can_start_with_wider_position_embeddings(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path)
+    recipe["objective"] = {"mask_ratio": 0.0, "position_init_std": 0.5}
+    vision = build_model(recipe_from_dict(recipe)).vision_encoder
+    assert 0.4 < float(vision.temporal_positional_embedding.detach().std()) < 0.6
+    assert 0.4 < float(vision.positional_embedding.detach().std()) < 0.6
+    default = build_model(recipe_from_dict(tiny_recipe(tmp_path))).vision_encoder
+    assert float(default.temporal_positional_embedding.detach().abs().max()) == 0.0

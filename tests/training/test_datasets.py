@@ -16,6 +16,7 @@ from vidsearch.training.datasets import (
     quantise,
 )
 from vidsearch.training.manifest import read_manifest
+from vidsearch.training.synthetic import SynthSpec, generate
 from vidsearch.video import Clip, Preprocess, read_clips
 
 from .conftest import TINY_PREPROCESS
@@ -71,3 +72,13 @@ def test_cache_for_other_clips_is_refused(synth_data: Path, tmp_path: Path) -> N
     cache = build_cache(test, preprocess, tmp_path)
     with pytest.raises(ConfigError, match="other clips"):
         CachedClipDataset(read_manifest(synth_data / "train.jsonl"), preprocess, cache)
+
+
+def test_a_regenerated_video_gets_a_new_cache(tmp_path: Path) -> None:
+    generate(tmp_path / "data", SynthSpec(n=4, seed=1, test_fraction=0.5, size=48))
+    manifest = read_manifest(tmp_path / "data" / "test.jsonl")
+    preprocess = Preprocess.from_dict(TINY_PREPROCESS)
+    first = build_cache(manifest, preprocess, tmp_path / "cache")
+    generate(tmp_path / "data", SynthSpec(n=4, seed=2, test_fraction=0.5, size=48))
+    second = build_cache(read_manifest(tmp_path / "data" / "test.jsonl"), preprocess, tmp_path / "cache")
+    assert first != second

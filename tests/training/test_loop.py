@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -9,9 +10,10 @@ from vidsearch.training.artifact import load_model_folder
 from vidsearch.training.checkpointing import load_checkpoint_state, save_checkpoint
 from vidsearch.training.config import recipe_from_dict
 from vidsearch.training.loop import StepInfo
-from vidsearch.training.viclip import train_viclip
+from vidsearch.training.viclip import ViCLIPObjective, build_model, train_viclip
 
 from .conftest import tiny_recipe
+from .ddp_worker import global_batch
 
 
 class StopRunError(Exception):
@@ -90,3 +92,28 @@ def test_checkpoints_are_written_atomically(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint_state(path)
+
+
+def test_bf16_autocast_trains_on_the_cpu(synth_data: Path, tmp_path: Path) -> None:
+    losses: list[float] = []
+    recipe = recipe_from_dict(tiny_recipe(synth_data, steps=3, precision="bf16"))
+    train_viclip(recipe, tmp_path, on_step=lambda info: losses.append(info.loss))
+    assert len(losses) == 3
+    assert all(math.isfinite(loss) for loss in losses)
+    assert (
+        load_checkpoint_state(tmp_path / "checkpoints/last.pt")["model"]["model.temp"].dtype == torch.float32
+    )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(synth_data: Path) -> None:
+    grads = []
+    for checkpointing in (False, True):
+        recipe = recipe_from_dict({**tiny_recipe(synth_data), "grad_checkpointing": checkpointing})
+        torch.manual_seed(0)
+        objective = ViCLIPObjective(build_model(recipe), mask_ratio=0.0)
+        assert objective.model.vision_encoder.transformer.grad_checkpointing is checkpointing
+        objective(global_batch(8))["loss"].backward()
+        grads.append({n: p.grad for n, p in objective.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], atol=1e-6), name

@@ -63,6 +63,7 @@ def save_model_folder(
     }
     tmp = folder / f".{WEIGHTS}.tmp"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
     os.replace(tmp, weights)
     config = {
         "format_version": FORMAT_VERSION,

@@ -48,8 +48,8 @@ def _overrides(sets: list[str] | None, **named: Any) -> dict[str, Any]:
             raise typer.BadParameter(f"--set takes KEY=VALUE, got {item!r}")
         out[key.strip()] = value
     for key, value in named.items():
-        if value is not None:
-            out[key] = str(value) if isinstance(value, Path) else value
+        if value is not None:  # a path is quoted so that override parsing keeps it a string
+            out[key] = json.dumps(str(value)) if isinstance(value, Path) else value
     return out
 
 
@@ -82,7 +82,8 @@ class _Display:
         extra = " ".join(f"{k} {v:.4g}" for k, v in info.metrics.items())
         console.print(
             f"step {info.step}/{info.total}  loss {info.loss:.4f}  lr {info.lr:.3g}  "
-            f"grad {info.grad_norm:.3g}  {info.step / max(info.seconds, 1e-9):.2f} steps/s  {extra}"
+            f"grad {info.grad_norm:.3g}  {info.step / max(info.seconds, 1e-9):.2f} steps/s  {extra}",
+            soft_wrap=True,
         )
 
 
@@ -91,7 +92,9 @@ def _command_line(ctx: typer.Context) -> str:
     words = ctx.command_path.split()
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
-        if param.param_type_name != "option" or value is None or value == param.default or value == []:
+        if param.param_type_name != "option" or value is None or value == []:
+            continue
+        if value == param.default and param.name != "preset":  # the recipe is always named
             continue
         flag = param.opts[0]
         if getattr(param, "is_flag", False):

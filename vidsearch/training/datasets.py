@@ -142,9 +142,19 @@ class _QuantisedClips(Dataset[Tensor]):
         return quantise(torch.from_numpy(video), self.preprocess)
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    """Size and modification time: a regenerated video gets a new cache."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise VideoError(f"{path}: cannot read the video ({err.strerror})") from None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def cache_key(manifest: Manifest, preprocess: Preprocess) -> str:
-    """What a cache was built from: the rows (paths, times) and the preprocessing digest."""
-    rows = [(str(manifest.path_of(r)), r.start_s, r.end_s) for r in manifest.rows]
+    """What a cache was built from: each row's video (path, size, modification time) and times,
+    and the preprocessing digest."""
+    rows = [(str(p), *_identity(p), r.start_s, r.end_s) for r in manifest.rows for p in [manifest.path_of(r)]]
     text = json.dumps({"rows": rows, "preprocess": preprocess.digest()})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -72,6 +72,17 @@ class StepInfo:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What a recipe run returns (`model_dir` is None on processes other than 0)."""
+
+    out_dir: Path
+    model_dir: Path | None  # None on processes other than 0
+    steps: int
+    seconds: float
+    metrics: Mapping[str, Any]
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for float32. `auto`: bf16 (fp16 without bf16 support) on CUDA,
     float32 on the CPU, where bf16 autocast is rarely faster."""
@@ -202,12 +213,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.objective.parameters() if p.grad is not None]
-        if self.optim.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
-        else:
-            norm = torch.linalg.vector_norm(
-                torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
-            )
+        # With no clipping asked for, an infinite limit only measures the norm (for the log).
+        norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip or float("inf"))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -224,7 +231,7 @@ class Trainer:
             if self.loop.save_every and self.step % self.loop.save_every == 0 and self.step < self.loop.steps:
                 self.save()
             if on_step is not None and self.run.is_main:
-                lr = self.optimizer.param_groups[-1]["lr"]
+                lr = max(group["lr"] for group in self.optimizer.param_groups)
                 on_step(
                     StepInfo(self.step, self.loop.steps, loss, lr, norm, time.perf_counter() - started, extra)
                 )

@@ -208,13 +208,13 @@ def _subject_path(
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Start and end (x, y, radius) of a subject doing `motion` inside a `size`² frame."""
     if motion in ("growing", "shrinking"):
-        small = rng.uniform(0.07, 0.1) * size
-        large = small * rng.uniform(1.7, 2.2)
+        small = rng.uniform(0.08, 0.11) * size
+        large = small * rng.uniform(1.7, 2.1)
         margin = large * 1.1
         x, y = rng.uniform(margin, size - margin, size=2)
         r0, r1 = (small, large) if motion == "growing" else (large, small)
         return (x, y, r0), (x, y, r1)
-    r = rng.uniform(0.09, 0.14) * size
+    r = rng.uniform(0.11, 0.16) * size
     margin = r * 1.15
     if motion == "still":
         x, y = rng.uniform(margin, size - margin, size=2)

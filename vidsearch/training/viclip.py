@@ -25,7 +25,7 @@ from vidsearch.training.config import Recipe
 from vidsearch.training.data import Progress, clip_dataset, resolve_manifests
 from vidsearch.training.datasets import ItemSpec, group_ids
 from vidsearch.training.distributed import Runtime, runtime
-from vidsearch.training.loop import StepCallback, Trainer
+from vidsearch.training.loop import StepCallback, Trainer, TrainResult
 from vidsearch.training.losses import MIN_TEMPERATURE, clamp_temperature, video_text_contrastive_loss
 from vidsearch.training.manifest import Manifest
 from vidsearch.training.sampler import Shard
@@ -142,15 +142,6 @@ def preprocess_of(recipe: Recipe) -> Preprocess:
     if isinstance(recipe.preprocess, str):
         return get_preset(recipe.preprocess)
     return Preprocess.from_dict(dict(recipe.preprocess))
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out_dir: Path
-    model_dir: Path | None  # None on processes other than 0
-    steps: int
-    seconds: float
-    metrics: Mapping[str, Any]
 
 
 def _export_and_evaluate(

@@ -34,9 +34,9 @@ from vidsearch.training.config import Recipe
 from vidsearch.training.data import Progress, clip_dataset, resolve_manifests
 from vidsearch.training.datasets import ItemSpec
 from vidsearch.training.distributed import runtime
-from vidsearch.training.loop import StepCallback, Trainer
+from vidsearch.training.loop import StepCallback, Trainer, TrainResult
 from vidsearch.training.manifest import Manifest
-from vidsearch.training.viclip import TrainResult, preprocess_of
+from vidsearch.training.viclip import preprocess_of
 from vidsearch.training.videomae_eval import evaluate_classifier
 from vidsearch.video import Preprocess
 
