@@ -1,6 +1,6 @@
 """`vidsearch demo` (`make demo`): the whole product on one machine, in about a minute.
 
-1. a corpus of synthetic H.264 videos the demo model never saw (`demo_corpus`);
+1. a corpus of synthetic H.264 videos the demo model never saw (`vidsearch.demo.corpus`);
 2. the demo model exported into a Triton model repository (`vidsearch.export`; kept if current);
 3. the search server started on 127.0.0.1 with the embedded runtime and an empty index;
 4. the corpus ingested through the gRPC `Ingest` call (the index is built and saved);
@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vidsearch.client import SearchClient, SearchHit
+from vidsearch.demo.contact_sheet import Tile, write_sheet
+from vidsearch.demo.corpus import CorpusSpec, Scene, make_corpus
 from vidsearch.errors import ConfigError
 from vidsearch.runtime.repository import read_model
-from vidsearch.serving.contact_sheet import Tile, write_sheet
-from vidsearch.serving.demo_corpus import CorpusSpec, Scene, make_corpus
 from vidsearch.serving.server import SearchServer
 from vidsearch.serving.settings import load_settings
 

@@ -107,9 +107,9 @@ def demo_command(
     """Make a corpus, export the demo model, index it through the server and query it (about a minute)."""
     from rich.console import Console
 
+    from vidsearch.demo.corpus import CorpusSpec
+    from vidsearch.demo.run import DEMO_PORT, DemoOptions, run_demo
     from vidsearch.errors import VidsearchError
-    from vidsearch.serving.demo import DEMO_PORT, DemoOptions, run_demo
-    from vidsearch.serving.demo_corpus import CorpusSpec
 
     console = Console()
     try:

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from rich.console import Console
 
+from vidsearch.demo import run as demo
+from vidsearch.demo.corpus import CorpusSpec
+from vidsearch.demo.run import DemoOptions, run_demo
 from vidsearch.index import FaissClipIndex, OpenOptions
 from vidsearch.models import create_model
-from vidsearch.serving import demo
-from vidsearch.serving.demo import DemoOptions, run_demo
-from vidsearch.serving.demo_corpus import CorpusSpec
 from vidsearch.serving.settings import load_settings
 from vidsearch.training import artifact
 from vidsearch.video import Preprocess, SamplingRule

@@ -6,8 +6,8 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from vidsearch import __version__
-from vidsearch.serving.cli import demo_command, search_command, serve_command
-from vidsearch.training.cli import data_app, train_app
+from vidsearch.cli.serving import demo_command, search_command, serve_command
+from vidsearch.cli.training import data_app, train_app
 
 app = typer.Typer(
     name="vidsearch",
