@@ -62,6 +62,8 @@ def runtime(choice: DeviceChoice = "auto") -> Iterator[Runtime]:
         log.info("process %d of %d joined the %s group on %s", rank, world, backend, device)
     try:
         yield Runtime(device, Shard(rank, world))
+        if opened:  # leave together: a gloo group torn down while a peer still works can abort the process
+            dist.barrier()
     finally:
         if opened:
             dist.destroy_process_group()
