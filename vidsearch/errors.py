@@ -105,3 +105,11 @@ class RuntimeUnavailableError(VidsearchError):
 
 class DeadlineExceededError(VidsearchError, TimeoutError):
     """A request's deadline passed before its work was done; the work was abandoned."""
+
+
+class JobError(VidsearchError):
+    """A batch job cannot run: no inputs, an output directory in use or unreadable, a worker lost."""
+
+
+class JobMismatchError(JobError, ValueError):
+    """An output directory holds a job of other arguments or another model: resuming would mix the two."""

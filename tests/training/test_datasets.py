@@ -15,9 +15,9 @@ from vidsearch.training.datasets import (
     normalise,
     quantise,
 )
-from vidsearch.training.manifest import read_manifest
 from vidsearch.training.synthetic import SynthSpec, generate
 from vidsearch.video import Clip, Preprocess, read_clips
+from vidsearch.video.manifest import read_manifest
 
 from .conftest import TINY_PREPROCESS
 

@@ -7,9 +7,9 @@ import pytest
 from vidsearch.models import get_tokenizer, load_checkpoint
 from vidsearch.training.artifact import demo_model_dir, load_model_folder
 from vidsearch.training.datasets import ClipDataset, ItemSpec
-from vidsearch.training.manifest import read_manifest
 from vidsearch.training.synthetic import SynthSpec, generate
 from vidsearch.training.viclip_eval import evaluate_viclip, zero_shot_accuracy
+from vidsearch.video.manifest import read_manifest
 
 
 def test_the_demo_model_folder_describes_itself() -> None:

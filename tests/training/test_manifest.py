@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from vidsearch.errors import ConfigError
-from vidsearch.training.manifest import (
+from vidsearch.video.manifest import (
     ManifestRow,
     parse_timestamp,
     read_internvid,

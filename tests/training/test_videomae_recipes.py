@@ -11,12 +11,12 @@ from vidsearch.training.artifact import load_model_folder
 from vidsearch.training.config import recipe_from_dict
 from vidsearch.training.distributed import Runtime
 from vidsearch.training.loop import LoopConfig, Trainer
-from vidsearch.training.manifest import read_manifest, write_manifest
 from vidsearch.training.optim import OptimConfig
 from vidsearch.training.sampler import Shard
 from vidsearch.training.videomae import ClassifierObjective, init_classifier, train_videomae
 from vidsearch.training.videomae_eval import spatial_crops, temporal_views
 from vidsearch.video import Clip
+from vidsearch.video.manifest import read_manifest, write_manifest
 
 ENCODER = {
     "image_size": 32,

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from vidsearch import __version__
+from vidsearch.cli.jobs import embed_command
 from vidsearch.cli.serving import demo_command, search_command, serve_command
 from vidsearch.cli.training import data_app, train_app
 
@@ -209,3 +210,4 @@ def video_clips(
 app.command("serve")(serve_command)
 app.command("search")(search_command)
 app.command("demo")(demo_command)
+app.command("embed")(embed_command)

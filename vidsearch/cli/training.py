@@ -293,7 +293,7 @@ def internvid_command(
     root: Annotated[Path | None, typer.Option(help="Folder the local paths start from.")] = None,
 ) -> None:
     """Turn InternVid annotations into a manifest of the clips whose videos are present locally."""
-    from vidsearch.training.manifest import read_internvid, read_video_table, video_locator, write_manifest
+    from vidsearch.video.manifest import read_internvid, read_video_table, video_locator, write_manifest
 
     try:
         locate = video_locator(videos, read_video_table(table) if table else None)

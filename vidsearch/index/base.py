@@ -30,6 +30,11 @@ class GpuPolicy(StrEnum):
     REQUIRE = "require"
 
 
+def clip_id(video_id: str, number: int) -> str:
+    """The id of clip `number` of a video, the same whether the Ingest RPC or a batch job made it."""
+    return f"{video_id}#{number:05d}"
+
+
 @dataclass(frozen=True)
 class ClipRecord:
     """One indexed clip: where it comes from and which model embedded it.

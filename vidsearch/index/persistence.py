@@ -97,7 +97,7 @@ class Manifest:
             )
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
+def fsync_path(path: Path, *, directory: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -182,18 +182,18 @@ def save_snapshot(directory: Path, write: Callable[[Path], Manifest]) -> Path:
         sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(replace(manifest, files=sizes).to_json())
         for path in tmp.iterdir():
-            _fsync_path(path)
-        _fsync_path(tmp, directory=True)
+            fsync_path(path)
+        fsync_path(tmp, directory=True)
         snapshot = directory / f"snapshot-{generation:06d}"
         os.rename(tmp, snapshot)
-        _fsync_path(directory, directory=True)
+        fsync_path(directory, directory=True)
         pointer = directory / f"{CURRENT}.tmp"
         with open(pointer, "w") as handle:
             handle.write(snapshot.name + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(pointer, directory / CURRENT)
-        _fsync_path(directory, directory=True)
+        fsync_path(directory, directory=True)
         _remove_stale(directory, keep=snapshot)
     log.info("saved %s (%d clips)", snapshot, manifest.count)
     return snapshot

@@ -20,6 +20,7 @@ from vidsearch.errors import (
     VidsearchError,
 )
 from vidsearch.index import ClipRecord
+from vidsearch.index.base import clip_id
 from vidsearch.serving.deadline import Deadline
 from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.media import VideoModels
@@ -36,10 +37,6 @@ class _Item:
     message: pb.IngestItem
     allowed: AllowedPath | None
     problem: VidsearchError | None  # the path is allowed but missing or not a file
-
-
-def clip_id(video_id: str, number: int) -> str:
-    return f"{video_id}#{number:05d}"
 
 
 class Ingester:

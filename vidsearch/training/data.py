@@ -16,9 +16,9 @@ from vidsearch.errors import ConfigError
 from vidsearch.training.config import DataConfig
 from vidsearch.training.datasets import CachedClipDataset, ClipDataset, Item, ItemSpec, build_cache
 from vidsearch.training.distributed import Runtime, barrier
-from vidsearch.training.manifest import Manifest, read_manifest
 from vidsearch.training.synthetic import SynthSpec, generate
 from vidsearch.video import Preprocess
+from vidsearch.video.manifest import Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidsearch.errors import ConfigError, VideoError
 from vidsearch.models.tokenizer import Tokenizer
-from vidsearch.training.manifest import Manifest, ManifestRow
 from vidsearch.video import Clip, Preprocess, probe, read_clips
+from vidsearch.video.manifest import Manifest, ManifestRow
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError
-from vidsearch.training.manifest import ManifestRow, write_manifest
+from vidsearch.video.manifest import ManifestRow, write_manifest
 
 log = logging.getLogger(__name__)
 

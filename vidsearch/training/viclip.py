@@ -27,10 +27,10 @@ from vidsearch.training.datasets import ItemSpec, group_ids
 from vidsearch.training.distributed import Runtime, runtime
 from vidsearch.training.loop import StepCallback, Trainer, TrainResult
 from vidsearch.training.losses import MIN_TEMPERATURE, clamp_temperature, video_text_contrastive_loss
-from vidsearch.training.manifest import Manifest
 from vidsearch.training.sampler import Shard
 from vidsearch.training.viclip_eval import evaluate_viclip
 from vidsearch.video import Preprocess, get_preset
+from vidsearch.video.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

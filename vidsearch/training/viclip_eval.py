@@ -24,8 +24,8 @@ from vidsearch.training.evaluate import (
     zero_shot_scores,
     zero_shot_weights,
 )
-from vidsearch.training.manifest import Manifest
 from vidsearch.training.synthetic import COLOURS, MOTIONS, SHAPES, caption_for
+from vidsearch.video.manifest import Manifest
 
 VideoTransform = Callable[[Tensor], Tensor]
 

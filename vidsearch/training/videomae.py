@@ -35,10 +35,10 @@ from vidsearch.training.data import Progress, clip_dataset, resolve_manifests
 from vidsearch.training.datasets import ItemSpec
 from vidsearch.training.distributed import runtime
 from vidsearch.training.loop import StepCallback, Trainer, TrainResult
-from vidsearch.training.manifest import Manifest
 from vidsearch.training.viclip import preprocess_of
 from vidsearch.training.videomae_eval import evaluate_classifier
 from vidsearch.video import Preprocess
+from vidsearch.video.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from vidsearch.errors import ConfigError
 from vidsearch.models import VideoMAEv2
 from vidsearch.training.evaluate import multiview_probabilities, topk_accuracy
-from vidsearch.training.manifest import Manifest
 from vidsearch.video import Clip, Preprocess, probe, read_clips
+from vidsearch.video.manifest import Manifest
 
 
 def temporal_views(clip: Clip, span_s: float, views: int) -> list[Clip]:

@@ -1,4 +1,4 @@
-"""Training manifests: which clip of which video goes with which caption (and label).
+"""Manifests: which clip of which video goes with which caption (and label).
 
 One row per clip: `video` (a path, relative to the manifest's folder unless absolute), `start` and
 `end` in seconds (both empty: the whole video), `caption`, and an optional `label`. Written as JSON
@@ -6,7 +6,8 @@ Lines or CSV (by suffix); further columns are kept as strings in `extra`, so a m
 what evaluation needs (the synthetic set's colour, shape and motion) without a second file.
 
 InternVid's annotations (YouTube id, "HH:MM:SS.mmm" start and end, caption) map onto the same rows,
-given where each video lies locally (`read_internvid`).
+given where each video lies locally (`read_internvid`). Training reads the rows; the batch embedding
+job (`vidsearch embed`) reads only the videos they name (`manifest_videos`), so the same file serves both.
 """
 
 import csv
@@ -140,6 +141,26 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     if not rows:
         raise ConfigError(f"{path}: the manifest has no rows")
     return Manifest(rows, path.parent)
+
+
+def manifest_videos(path: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
+    """The distinct videos a manifest names, in order of first mention, each with its `video_id`
+    column if the manifest has one; only the `video` column is required."""
+    path = Path(path)
+    _check_suffix(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such manifest")
+    seen: dict[Path, str | None] = {}
+    for where, record in _records(path):
+        if not record.get("video"):
+            raise ConfigError(f"{where}: the row names no video")
+        video = Path(str(record["video"]))
+        video_id = record.get("video_id")
+        seen.setdefault(video if video.is_absolute() else path.parent / video,
+                        str(video_id) if video_id not in (None, "") else None)
+    if not seen:
+        raise ConfigError(f"{path}: the manifest has no rows")
+    return list(seen.items())
 
 
 def write_manifest(path: str | os.PathLike[str], rows: Sequence[ManifestRow]) -> None:

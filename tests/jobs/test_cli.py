@@ -1,0 +1,31 @@
+"""`vidsearch embed`: exit status 0 done, 3 done with failures, 1 could not run."""
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vidsearch.cli import app
+from vidsearch.jobs import EXIT_ERROR, EXIT_WITH_FAILURES
+
+from ..runtime.models import Repository
+from .conftest import CLIP_LEN, Corpus
+
+
+def test_exit_status(repository: Repository, corpus: Corpus, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["embed", str(corpus.folder / "clip-[01].mp4"), "--out", str(out), "--model-repository",
+            str(repository.path), "--clip-len", str(CLIP_LEN), "--threads", "1", "--no-progress"]
+    runner = CliRunner()
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "clips" in done.output
+    (corpus.folder.parent / "broken").mkdir(exist_ok=True)
+    broken = corpus.folder.parent / "broken" / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    failed = runner.invoke(app, [*args[:1], str(broken), *args[2:3], str(tmp_path / "other"), *args[4:]])
+    assert failed.exit_code == EXIT_WITH_FAILURES
+    assert "failures.jsonl" in failed.output
+    mismatch = runner.invoke(app, [*args, "--dtype", "float16"])
+    assert mismatch.exit_code == EXIT_ERROR
+    assert "dtype" in mismatch.output
+    assert "--overwrite" in mismatch.output

@@ -1,0 +1,71 @@
+"""The decode stage: decoder choice by capability (DALI on a GPU, faked here), and inputs → work items."""
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import vidsearch.video.dali as dali
+from vidsearch.errors import ConfigError, JobError
+from vidsearch.jobs import decoding
+from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, VideoEnd, decode_video, resolve_decoder
+from vidsearch.jobs.inputs import list_inputs
+from vidsearch.video import Clip, ClipSpec, Preprocess, ReadOptions, get_preset
+
+from .conftest import CLIP_LEN, SCENES, Corpus
+
+
+def test_pyav_without_a_gpu() -> None:
+    assert decoding.gpu_count() == 0  # no GPU on the build machines
+    assert resolve_decoder("auto") == "pyav"
+    with pytest.raises(ConfigError, match="needs NVIDIA DALI"):
+        resolve_decoder("dali")
+
+
+def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPatch, corpus: Corpus) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def fake_dali_read_clips(source: str, clips: Sequence[Clip], spec: Preprocess, device: str,
+                             device_id: int, time_limit_s: float) -> Iterator[tuple[Clip, np.ndarray]]:
+        calls.append({"source": source, "clips": list(clips), "spec": spec, "device": device,
+                      "device_id": device_id})
+        for clip in clips:
+            yield clip, np.zeros(spec.output_shape, np.float32)
+
+    monkeypatch.setattr(decoding, "gpu_count", lambda: 1)
+    monkeypatch.setattr(dali, "dali_read_clips", fake_dali_read_clips)
+    assert resolve_decoder("auto") == "dali"
+    spec = get_preset("viclip")
+    settings = DecodeSettings(spec, ClipSpec(CLIP_LEN), None, ReadOptions(), "dali", device_id=0)
+    item = list_inputs(str(corpus.videos[0]))[0]
+    events = list(decode_video(item, settings))
+    assert [type(e) for e in events] == [ClipTensor] * SCENES + [VideoEnd]
+    assert events[-1] == VideoEnd(item.video_id, SCENES)
+    (call,) = calls
+    assert (call["source"], call["device"], call["device_id"], call["spec"]) == (item.path, "gpu", 0, spec)
+    assert [c.index for c in call["clips"]] == list(range(SCENES))
+
+
+def test_inputs_folder_glob_and_manifest(corpus: Corpus, tmp_path: Path) -> None:
+    names = sorted(p.name for p in corpus.videos)
+    assert [i.video_id for i in list_inputs(str(corpus.folder))] == names
+    assert [i.video_id for i in list_inputs(str(corpus.folder / "clip-[0-3].mp4"))] == names[:4]
+    manifest = tmp_path / "list.jsonl"
+    rows = [{"video": str(corpus.videos[1]), "video_id": "yt:abc", "start": 0, "end": 1, "caption": "x"},
+            {"video": str(corpus.videos[1]), "video_id": "yt:abc", "start": 1, "end": 2, "caption": "y"},
+            {"video": str(corpus.videos[2])}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = list_inputs(str(manifest))
+    assert [(i.video_id, Path(i.path)) for i in items] == [(corpus.videos[2].as_posix(), corpus.videos[2]),
+                                                           ("yt:abc", corpus.videos[1])]
+    csv = tmp_path / "list.csv"
+    csv.write_text("video,video_id\nx.mp4,a\ny.mp4,a\n")
+    with pytest.raises(JobError, match="more than once"):
+        list_inputs(str(csv))
+    with pytest.raises(JobError, match="no such folder"):
+        list_inputs(str(tmp_path / "nowhere"))
+    with pytest.raises(JobError, match="names no videos"):
+        list_inputs(str(tmp_path / "*.avi"))

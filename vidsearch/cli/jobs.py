@@ -1,0 +1,66 @@
+"""The `vidsearch embed` command: arguments in, `vidsearch.jobs.run_embed` out.
+
+Exit status: 0 every video embedded; 3 the job finished and some videos are in the failures file;
+1 the job could not run or stopped on an error; 2 bad arguments.
+"""
+
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+
+def embed_command(
+    input: Annotated[str, typer.Argument(help="A folder, a glob ('videos/**/*.mp4'), a manifest "
+                                              "(.jsonl/.csv) or one video file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: shards, ledger, failures.")],
+    model_repository: Annotated[Path, typer.Option(help="Exported model repository (vidsearch export).")],
+    engine: Annotated[Literal["local", "ray"], typer.Option(help="local processes, or Ray Data.")] = "local",
+    clip_len: Annotated[float, typer.Option(help="Clip window length in seconds.")] = 10.0,
+    stride: Annotated[float | None, typer.Option(help="Seconds between window starts [clip length].")] = None,
+    min_tail: Annotated[float, typer.Option(help="Shortest last window kept, in seconds.")] = 1.0,
+    scenes: Annotated[bool, typer.Option(help="Cut at shot changes first; windows within shots.")] = False,
+    dtype: Annotated[Literal["float32", "float16"], typer.Option(help="Embedding storage type.")] = "float32",
+    workers: Annotated[int, typer.Option(min=1, help="Decoding processes (local engine).")] = 1,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call [model max].")] = None,
+    shard_clips: Annotated[int, typer.Option(min=1, help="Clips per shard commit.")] = 8192,
+    queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
+    decoder: Annotated[Literal["auto", "pyav", "dali"], typer.Option(
+        help="auto: DALI on a GPU when installed, else PyAV.")] = "auto",
+    runtime: Annotated[Literal["embedded", "triton"], typer.Option(help="Model runtime.")] = "embedded",
+    triton_url: Annotated[str, typer.Option(help="Triton gRPC address (runtime triton).")] = "127.0.0.1:8001",
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: one per core).")] = 0,
+    actors: Annotated[int, typer.Option(min=1, help="Ray: model actors.")] = 1,
+    num_gpus: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per model actor.")] = 0.0,
+    ray_address: Annotated[str | None, typer.Option(help="Ray: cluster [RAY_ADDRESS or local].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start again in an --out of another job.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Embed every clip of a video collection into Parquet shards; run again to resume."""
+    from rich.console import Console
+
+    from vidsearch.errors import VidsearchError
+    from vidsearch.jobs import EXIT_ERROR, EmbedJob, run_embed
+    from vidsearch.runtime import RuntimeConfig
+    from vidsearch.video import ClipSpec, ShotSpec
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        job = EmbedJob(
+            input=input, out=out, engine=engine, clips=ClipSpec(clip_len, stride, min_tail),
+            scenes=ShotSpec() if scenes else None, float16=dtype == "float16", decoder=decoder,
+            runtime=RuntimeConfig(kind=runtime, model_repository=model_repository, triton_url=triton_url,
+                                  threads=threads),
+            workers=workers, batch_size=batch_size, shard_clips=shard_clips, queue_clips=queue_clips,
+            actors=actors, num_gpus=num_gpus, ray_address=ray_address, overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+        summary = run_embed(job)
+    except VidsearchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=EXIT_ERROR) from None
+    Console(stderr=True).print(summary.table())
+    if summary.failures_total:
+        failures = out / "failures.jsonl"
+        typer.echo(f"finished with {summary.failures_total} failed videos: see {failures}", err=True)
+    raise typer.Exit(code=summary.exit_code)

@@ -1,0 +1,130 @@
+"""The Ray engine: the same stages on Ray Data, for a cluster (or one machine's Ray instance).
+
+    from_items(videos) ─► map_batches(decode, CPU tasks) ─► map_batches(Embedder, actor pool[, GPUs])
+    ─► driver: JobOutput (assemble, shard, ledger)
+
+Decoding runs as CPU tasks, one video per call, yielding its clips in small batches and then one
+end-marker row; the model runs in an actor pool (each actor opens the runtime once: the embedded
+ONNX Runtime over a model repository every node can read, or a Triton service). Ray Data streams
+with its own backpressure. The driver commits through the same ledger as the local engine, so a job
+resumes the same way, whichever engine ran before.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import MissingDependencyError
+from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEnd, decode_video
+from vidsearch.jobs.inputs import WorkItem
+from vidsearch.jobs.output import JobOutput
+from vidsearch.jobs.spec import EmbedJob
+from vidsearch.runtime import RuntimeConfig
+from vidsearch.video import Clip
+
+_CLIPS_PER_BLOCK = 8  # clips a decode call yields at a time (bounds its memory)
+_MAX_INPUT_BLOCKS = 4096  # one video per block for parallel decode tasks, up to this many blocks
+Batch = dict[str, NDArray[Any]]
+
+
+def _rows(events: Sequence[ClipTensor | VideoEnd], shape: tuple[int, ...]) -> Batch:
+    """Events as one columnar batch; an end marker has clip index -1 and a zero tensor."""
+    def column(values: list[Any], dtype: Any = None) -> NDArray[Any]:
+        return np.array(values, dtype=dtype)
+
+    clips = [e for e in events if isinstance(e, ClipTensor)]
+    ends = [e for e in events if isinstance(e, VideoEnd)]
+    failures = [e.failure for e in ends]
+    zero = np.zeros((len(ends), *shape), np.float32)
+    return {
+        "video_id": column([e.video_id for e in clips] + [e.video_id for e in ends], object),
+        "index": column([e.clip.index for e in clips] + [-1] * len(ends), np.int64),
+        "start_s": column([e.clip.start_s for e in clips] + [0.0] * len(ends), np.float64),
+        "end_s": column([e.clip.end_s for e in clips] + [0.0] * len(ends), np.float64),
+        "count": column([0] * len(clips) + [e.clips for e in ends], np.int64),
+        "fatal": column([False] * len(clips) + [e.fatal for e in ends], bool),
+        "error_type": column([""] * len(clips) + [f.error_type if f else "" for f in failures], object),
+        "message": column([""] * len(clips) + [f.message if f else "" for f in failures], object),
+        "tensor": np.concatenate([np.stack([e.tensor for e in clips]), zero]) if clips else zero,
+    }
+
+
+def decode_batch(batch: Batch, settings: DecodeSettings) -> Iterator[Batch]:
+    """Ray Data UDF: the videos of `batch` (one per call) → clip rows, then an end-marker row each."""
+    shape = settings.preprocess.output_shape
+    for video_id, path, uri in zip(batch["video_id"], batch["path"], batch["uri"], strict=True):
+        pending: list[ClipTensor | VideoEnd] = []
+        for event in decode_video(WorkItem(str(video_id), str(path), str(uri)), settings):
+            pending.append(event)
+            if len(pending) == _CLIPS_PER_BLOCK or isinstance(event, VideoEnd):
+                yield _rows(pending, shape)
+                pending = []
+
+
+class Embedder:
+    """Ray Data actor: opens the runtime once, embeds the clip rows of each batch."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        from vidsearch.runtime import open_runtime
+
+        self._runtime = open_runtime(config)
+        vision = self._runtime.models.vision
+        assert vision is not None
+        self._dim = vision.embedding_dim
+
+    def __call__(self, batch: Batch) -> Batch:
+        clips = batch["index"] >= 0
+        vectors = np.zeros((len(clips), self._dim), np.float32)
+        if clips.any():
+            vectors[clips] = self._runtime.embed_video(np.ascontiguousarray(batch["tensor"][clips]))
+        out = {key: value for key, value in batch.items() if key != "tensor"}
+        out["embedding"] = vectors
+        return out
+
+
+def _deliver(batch: Batch, output: JobOutput) -> None:
+    for row in range(len(batch["index"])):
+        video_id = str(batch["video_id"][row])
+        index = int(batch["index"][row])
+        if index >= 0:
+            clip = Clip(index, float(batch["start_s"][row]), float(batch["end_s"][row]))
+            output.clip(video_id, clip, np.asarray(batch["embedding"][row], np.float32))
+            continue
+        error = str(batch["error_type"][row])
+        message = str(batch["message"][row])
+        failure = Failure(video_id, output.uri(video_id), error, message) if error else None
+        output.end(VideoEnd(video_id, int(batch["count"][row]), failure, bool(batch["fatal"][row])))
+
+
+def run_ray(job: EmbedJob, items: Sequence[WorkItem], settings: DecodeSettings, output: JobOutput,
+            batch_size: int) -> None:
+    """Run the stages on Ray Data (joining `job.ray_address`, or starting a local Ray if none is up)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--engine ray needs Ray Data: pip install 'vidsearch[ray]' ({exc})") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=job.ray_address, include_dashboard=False, log_to_driver=False)
+    try:
+        blocks = min(len(items), _MAX_INPUT_BLOCKS)
+        videos = ray.data.from_items([asdict(item) for item in items], override_num_blocks=blocks)
+        decode: Any = decode_batch  # Ray's stubs do not take a generator with keyword arguments
+        dataset: Any = videos.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=1,
+                                          fn_kwargs={"settings": settings})
+        dataset = dataset.map_batches(
+            Embedder, fn_constructor_kwargs={"config": job.runtime}, batch_size=batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=job.actors),
+            num_gpus=job.num_gpus or None, num_cpus=1,
+        )
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            _deliver(batch, output)
+        output.flush()
+    finally:
+        if started_here:
+            ray.shutdown()
