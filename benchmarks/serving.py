@@ -12,10 +12,15 @@ video per 20 clips), starts `vidsearch serve` in its own process (embedded runti
   jobs on a shared machine hits all of them alike), then at 8 and 32 (a closed loop of gRPC futures
   from one client thread): p50, p99, requests/s. Every query text is new: the text cache never answers;
 - the text tower's best batched throughput (batch 1 … 64; the mean of a sweep before and after the
-  loads).
+  loads);
+- the gRPC ceiling of this machine: an empty RPC (the health Check) in the same closed loop at
+  concurrency 32 from the same client (the mean of a run before and after the loads).
 
 Serving overhead = p50(Search, concurrency 1) − p50(text alone) − p50(index alone).
 Targets (issue 7): overhead ≤ 2 ms; Search at concurrency 32 ≥ 80 % of the best batched throughput.
+Search at concurrency 32 is also shown as a fraction of the combined bound
+1 / (1 / RPC ceiling + 1 / best batched): what one machine could give if every request cost an empty
+RPC plus its share of a best-size text batch and nothing else (client and server share the cores).
 
     .venv/bin/python benchmarks/serving.py --n 100000        # a few minutes on 2 cores
     .venv/bin/python benchmarks/serving.py                   # 1M clips per index (slow: two builds)
@@ -35,11 +40,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
 from vidsearch.runtime import RuntimeConfig, read_repository
@@ -84,6 +91,7 @@ class Result:
     text_best_per_s: float
     text_best_batch: int
     text_per_s_by_batch: dict[int, float]
+    rpc_ceiling_per_s: float = 0.0
     loads: list[Load] = field(default_factory=list)
 
     @property
@@ -93,6 +101,14 @@ class Result:
     @property
     def c32_fraction(self) -> float:
         return self.loads[-1].requests_per_s / self.text_best_per_s
+
+    @property
+    def bound_per_s(self) -> float:
+        return 1 / (1 / self.rpc_ceiling_per_s + 1 / self.text_best_per_s)
+
+    @property
+    def c32_bound_fraction(self) -> float:
+        return self.loads[-1].requests_per_s / self.bound_per_s
 
 
 def queries(count: int, seed: int) -> list[str]:
@@ -249,26 +265,23 @@ def interleaved(probes: Probes, rounds: int, per_round: int) -> dict[str, list[f
     return times
 
 
-def load(address: str, concurrency: int, requests: int, seed: int) -> Load:
-    """A closed loop: `concurrency` Search calls in flight, a new one sent as each completes."""
-    channel = grpc.insecure_channel(address)
-    stub = pb_grpc.SearchServiceStub(channel)
-    texts = queries(requests, seed)
+def closed_loop(send: Callable[[int], grpc.Future], concurrency: int, requests: int
+                ) -> tuple[list[float], int, float]:
+    """`concurrency` calls in flight, a new one sent as each completes: latencies (s), errors, seconds."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     done = threading.Event()
     sent = [0]
 
-    def send() -> None:
+    def next_call() -> None:
         with lock:
             if sent[0] == requests:
                 return
             number = sent[0]
             sent[0] += 1
         started = time.perf_counter()
-        future = stub.Search.future(pb.SearchRequest(query=texts[number], top_k=10), timeout=60)
-        future.add_done_callback(lambda f: finish(f, started))
+        send(number).add_done_callback(lambda f: finish(f, started))
 
     def finish(future: grpc.Future, started: float) -> None:
         with lock:
@@ -277,17 +290,39 @@ def load(address: str, concurrency: int, requests: int, seed: int) -> Load:
                 errors[0] += 1
             if len(latencies) == requests:
                 done.set()
-        send()
+        next_call()
 
     began = time.perf_counter()
     for _ in range(concurrency):
-        send()
+        next_call()
     done.wait(600)
-    elapsed = time.perf_counter() - began
+    return latencies, errors[0], time.perf_counter() - began
+
+
+def load(address: str, concurrency: int, requests: int, seed: int) -> Load:
+    """Search calls in a closed loop (every query text new)."""
+    channel = grpc.insecure_channel(address)
+    stub = pb_grpc.SearchServiceStub(channel)
+    texts = queries(requests, seed)
+    latencies, errors, elapsed = closed_loop(
+        lambda i: stub.Search.future(pb.SearchRequest(query=texts[i], top_k=10), timeout=60), concurrency,
+        requests)
     channel.close()
     ms = np.asarray(latencies) * 1000
     return Load(concurrency, requests, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
-                requests / elapsed, errors[0])
+                requests / elapsed, errors)
+
+
+def rpc_ceiling(address: str, concurrency: int = 32, requests: int = 4000) -> float:
+    """Empty RPCs (health Check) per second in the same closed loop: what gRPC alone allows here."""
+    channel = grpc.insecure_channel(address)
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest()
+    _, errors, elapsed = closed_loop(lambda i: stub.Check.future(request, timeout=60), concurrency, requests)
+    channel.close()
+    if errors:
+        raise RuntimeError(f"{errors} of {requests} health checks failed")
+    return requests / elapsed
 
 
 def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Result:
@@ -305,6 +340,7 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Resul
     try:
         probes.connect(address)
         load(address, 4, 100, seed=8)  # warm-up
+        ceiling = rpc_ceiling(address)
         interleaved(probes, 1, 20)
         times = interleaved(probes, rounds=8, per_round=max(10, requests // 16))
         result = Result(tower, n, factory, float(np.percentile(times["text"], 50)),
@@ -314,6 +350,7 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Resul
                                  float(np.percentile(search, 99)), 1000 / float(search.mean()), 0))
         for concurrency in (8, 32):
             result.loads.append(load(address, concurrency, requests, seed=10 + concurrency))
+        result.rpc_ceiling_per_s = (ceiling + rpc_ceiling(address)) / 2
         after = probes.batched()
         result.text_per_s_by_batch = {b: (before[b] + after[b]) / 2 for b in before}
         result.text_best_batch = max(result.text_per_s_by_batch, key=lambda b: result.text_per_s_by_batch[b])
@@ -339,6 +376,9 @@ def report(results: list[Result]) -> None:
         print(f"{'':10} overhead {r.overhead_ms:.2f} ms (target ≤ 2: {verdict_o}); concurrency 32 = "
               f"{100 * r.c32_fraction:.0f} % of the text tower's best batched throughput (target ≥ 80 %: "
               f"{verdict_t})")
+        print(f"{'':10} gRPC ceiling here (empty RPC, concurrency 32): {r.rpc_ceiling_per_s:.0f}/s; combined "
+              f"bound 1/(1/ceiling + 1/text best) = {r.bound_per_s:.0f}/s; concurrency 32 = "
+              f"{100 * r.c32_bound_fraction:.0f} % of it")
 
 
 def main() -> None:
@@ -358,7 +398,8 @@ def main() -> None:
     payload = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
                     "threads": args.threads},
-        "results": [{**asdict(r), "overhead_ms": r.overhead_ms, "c32_fraction": r.c32_fraction}
+        "results": [{**asdict(r), "overhead_ms": r.overhead_ms, "c32_fraction": r.c32_fraction,
+                     "bound_per_s": r.bound_per_s, "c32_bound_fraction": r.c32_bound_fraction}
                     for r in results],
     }
     args.out.write_text(json.dumps(payload, indent=2))

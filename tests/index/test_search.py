@@ -28,6 +28,7 @@ from vidsearch.index import (
     Tuning,
 )
 
+from ..concurrency import AtOnce
 from .helpers import brute_force, build, clustered, make_records
 
 N, DIM = 600, 24
@@ -271,6 +272,26 @@ def test_concurrent_searches_and_adds() -> None:
         thread.join()
     assert not errors
     assert len(index) == 1000 == index.faiss_index.ntotal
+
+
+def test_concurrent_searches_look_up_their_rows_one_at_a_time(flat: FaissClipIndex, data: Data) -> None:
+    store = flat._s.store
+    watched = AtOnce(store.records, pause_s=0.005)  # long enough for the other searches to arrive
+    expected = [ids_scores(row) for row in flat.search_hits(data[2], 5, SearchFilter(), Tuning())]
+    results: dict[int, list[tuple[str, float]]] = {}
+    store.records = watched  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, ids_scores(flat.search_hits(data[2][i : i + 1], 5, SearchFilter(), Tuning())[0])))
+            for i in range(len(data[2]))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        del store.records
+    assert watched.most == 1
+    assert_same([results[i] for i in range(len(data[2]))], expected)
 
 
 def _config(factory: str) -> IndexConfig:

@@ -84,6 +84,20 @@ def test_a_lone_call_runs_in_its_own_thread_and_calls_meanwhile_are_batched() ->
     assert seen == [("first-caller", 1), ("vidsearch-test-batcher", 4)]
 
 
+def test_inline_runs_leave_the_idle_worker_asleep() -> None:
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(lambda items: items, max_batch=8)
+    wakes: list[str] = []
+    condition = batcher._cond
+    notify, notify_all = condition.notify, condition.notify_all
+    condition.notify = lambda n=1: (wakes.append("notify"), notify(n))[1]  # type: ignore[method-assign]
+    condition.notify_all = lambda: (wakes.append("notify_all"), notify_all())[1]  # type: ignore[method-assign]
+    assert [batcher.map([i]) for i in range(5)] == [[i] for i in range(5)]
+    assert wakes == []  # nothing was queued, so the worker had nothing to do
+    assert batcher.submit(9).result(5) == 9  # queued work still wakes it
+    assert wakes
+    batcher.close()
+
+
 def test_a_caller_that_runs_out_of_time_cancels_its_items() -> None:
     seen: list[int] = []
     gate = threading.Event()

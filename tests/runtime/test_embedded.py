@@ -17,6 +17,7 @@ from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError
 from vidsearch.models.tokenizer import Tokenizer
 from vidsearch.runtime import ModelRuntime, RuntimeConfig, open_runtime, read_repository
 
+from ..concurrency import AtOnce
 from .models import MAX_BATCH, Repository
 
 QUERIES = ["a red circle moves to the left", "a blue square grows", "the green cross stays still"]
@@ -88,6 +89,25 @@ def test_concurrent_queries_are_batched_and_each_gets_its_own_vector(runtime: Mo
         thread.join(10)
     np.testing.assert_allclose(np.stack([results[i] for i in range(13)]), expected, atol=2e-5)
     assert batch_sizes == [1, MAX_BATCH, MAX_BATCH, MAX_BATCH]  # the waiting queries ran in full batches
+
+
+def test_concurrent_queries_are_tokenized_one_at_a_time(runtime: ModelRuntime, repository: Repository,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"query {i} about a shape that tokenizes slowly" for i in range(6)]
+    expected = _torch_text(repository, texts)
+    tokenizer = runtime._tokenizer
+    assert tokenizer is not None
+    watched = AtOnce(tokenizer, pause_s=0.01)  # long enough for the other queries to arrive meanwhile
+    monkeypatch.setattr(runtime, "_tokenizer", watched)
+    results: dict[int, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, runtime.embed_text([texts[i]])[0]))
+               for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert watched.most == 1
+    np.testing.assert_allclose(np.stack([results[i] for i in range(6)]), expected, atol=2e-5)
 
 
 def test_repeated_texts_come_from_the_cache(runtime: ModelRuntime) -> None:

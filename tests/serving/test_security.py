@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -17,6 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from vidsearch.client import SearchClient
 from vidsearch.serving import SearchServer
+from vidsearch.serving.interceptors import ServiceInterceptor
+from vidsearch.serving.metrics import Metrics
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
 from vidsearch.training.synthetic import SynthSpec, plan, scene_frames, write_mp4
@@ -80,8 +83,25 @@ def test_tls_and_tokens_guard_every_call_but_health(secured: tuple[SearchServer,
         assert "missing or invalid bearer token" in (refused.value.details() or "")
     with SearchClient(server.address, root_certificate=cert, token="wrong") as wrong:
         assert _code(lambda: wrong.index_stats()) == grpc.StatusCode.UNAUTHENTICATED
+    with SearchClient(server.address, root_certificate=cert, token=TOKEN) as client:
+        assert len(client.search("a shape", top_k=2).hits) == 2  # a refusal is not remembered for others
     with SearchClient(server.address, timeout_s=3) as plaintext:
         assert _code(lambda: plaintext.health()) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_guard_of_a_method_is_built_once_per_authorization() -> None:
+    interceptor = ServiceInterceptor([TOKEN], max_concurrent=4, metrics=Metrics())
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    def intercept(metadata: tuple[tuple[str, str], ...]) -> grpc.RpcMethodHandler | None:
+        details = SimpleNamespace(method="/vidsearch.v1.SearchService/Search", invocation_metadata=metadata)
+        return interceptor.intercept_service(lambda _: handler, details)  # type: ignore[arg-type]
+
+    signed = intercept((("authorization", f"Bearer {TOKEN}"),))
+    assert intercept((("authorization", f"Bearer {TOKEN}"),)) is signed
+    anonymous = intercept(())
+    assert anonymous is not signed
+    assert intercept(()) is anonymous
 
 
 def test_reflection_lists_the_services_to_a_client_with_a_token(secured: tuple[SearchServer, Path]) -> None:

@@ -7,6 +7,7 @@ input shape and run in slices of the model's maximum batch.
 """
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -39,6 +40,10 @@ class ModelRuntime:
         self._observer = observer
         self._cache: LruCache[str, _Row] = LruCache(config.cache_size)
         self._tokenizer: Tokenizer | None = None
+        # One thread tokenizes at a time: the tokenizer's regex matching releases the GIL, and with many
+        # request threads each release hands it to another thread (measured with 32 threads: 250 µs of
+        # CPU per query tokenized at once, 55 µs one at a time).
+        self._tokenize_lock = threading.Lock()
         self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
         text = models.text
         if text is not None:
@@ -67,7 +72,8 @@ class ModelRuntime:
         if missing:
             if timeout_s is not None and timeout_s <= 0:
                 raise DeadlineExceededError(f"no time left to embed {len(missing)} texts")
-            tokens = self._tokenizer([texts[i] for i in missing])
+            with self._tokenize_lock:
+                tokens = self._tokenizer([texts[i] for i in missing])
             try:
                 vectors = self._batcher.map(list(tokens), timeout_s)
             except TimeoutError:

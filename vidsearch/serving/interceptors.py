@@ -48,6 +48,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._max_concurrent = max_concurrent
         self._metrics = metrics
+        # wrapped handlers by (method, authorized): built once, not on every call (this runs on gRPC's
+        # one polling thread, which every request passes through)
+        self._guarded: dict[tuple[str, bool], grpc.RpcMethodHandler] = {}
 
     def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                           details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -58,8 +61,12 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         authorized = self._authorized(details.invocation_metadata)
         if not method.startswith(SERVICE_PREFIX):
             return handler if authorized else _rebuild(handler, lambda _: _unauthenticated)
-        name = method.removeprefix(SERVICE_PREFIX)
-        return _rebuild(handler, lambda behavior: self._guard(name, behavior, authorized))
+        guarded = self._guarded.get((method, authorized))
+        if guarded is None:
+            name = method.removeprefix(SERVICE_PREFIX)
+            guarded = _rebuild(handler, lambda behavior: self._guard(name, behavior, authorized))
+            self._guarded[method, authorized] = guarded
+        return guarded
 
     def _authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
         if not self._tokens:

@@ -36,6 +36,7 @@ def _ms(since: float) -> float:
 class SearchServicer(pb_grpc.SearchServiceServicer):
     def __init__(self, runtime: Runtime, handle: IndexHandle, settings: ServerSettings) -> None:
         self._runtime = runtime
+        self._model_name = runtime.models.model_name  # fixed for the runtime's life; derived on each read
         self._handle = handle
         self._settings = settings
         self._limits = settings.limits
@@ -78,7 +79,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         searched = time.perf_counter()
         page = self._handle.index.search(vector, options, [token or None])[0]
         response = convert.page_response(page)
-        response.model = self._runtime.models.model_name
+        response.model = self._model_name
         response.index_version = self._handle.version
         timings = pb.Timings(embed_ms=embed_ms, search_ms=_ms(searched), total_ms=_ms(started))
         response.timings.CopyFrom(timings)
