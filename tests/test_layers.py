@@ -6,9 +6,10 @@ from pathlib import Path
 import vidsearch
 
 PACKAGE = Path(vidsearch.__file__).parent
-BASE = {"errors"}
+BASE = {"errors", "lazy"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "lazy": set(),
     "models": BASE,
     "video": BASE,
     "index": BASE,

@@ -7,8 +7,9 @@ model that serves ONNX Runtime inside Triton on the CPU), `triton_server` (a loc
 Names are imported on first use, so importing the package loads neither torch nor ONNX.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "ExportConfig": "config",
@@ -27,7 +28,4 @@ if TYPE_CHECKING:
     from vidsearch.export.triton_server import TritonServer, find_triton
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

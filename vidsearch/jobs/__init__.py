@@ -7,8 +7,9 @@ videos (`assemble`) and commits them in shards exactly once (`output`, `ledger`)
 on first use, so a decoding process loads neither ONNX Runtime nor Ray.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "EmbedJob": "spec",
@@ -31,7 +32,4 @@ if TYPE_CHECKING:
     from vidsearch.jobs.spec import EmbedJob
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -4,8 +4,9 @@ Pure PyTorch: nothing here knows of serving, indexes or jobs. Names are imported
 `vidsearch.models.tokenizer` stays usable by light clients without loading torch.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "detect_family": "checkpoint",
@@ -53,7 +54,4 @@ if TYPE_CHECKING:
     from vidsearch.models.videomae import VideoMAEv2, VideoMAEv2Config, VideoMAEv2Pretrain
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ it with ONNX Runtime in this process (`kind="embedded"`, the default) or on a Tr
 on first use, so importing the package loads neither ONNX Runtime nor tritonclient.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "Runtime": "base",
@@ -31,7 +32,4 @@ if TYPE_CHECKING:
     from vidsearch.runtime.repository import ModelSpec, RepositoryModels, read_repository
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

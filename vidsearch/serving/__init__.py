@@ -5,8 +5,9 @@ it. Models are reached through `vidsearch.runtime` only. Names are imported on f
 command line can list its commands without loading gRPC.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "SearchServer": "server",
@@ -22,7 +23,4 @@ if TYPE_CHECKING:
     from vidsearch.serving.settings import ServerSettings, load_settings
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

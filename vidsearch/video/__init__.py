@@ -11,8 +11,9 @@ Inputs are a path, the encoded bytes, or a seekable binary file. Names are impor
 reading a `Preprocess` spec does not load PyAV or torch.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vidsearch.lazy import lazy_exports
 
 _EXPORTS = {
     "VideoInfo": "probing",
@@ -78,7 +79,4 @@ if TYPE_CHECKING:
     from vidsearch.video.source import VideoSource
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'vidsearch.video' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"vidsearch.video.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
