@@ -32,22 +32,19 @@ Batch = dict[str, NDArray[Any]]
 
 def _rows(events: Sequence[ClipTensor | VideoEnd], shape: tuple[int, ...]) -> Batch:
     """Events as one columnar batch; an end marker has clip index -1 and a zero tensor."""
-    def column(values: list[Any], dtype: Any = None) -> NDArray[Any]:
-        return np.array(values, dtype=dtype)
-
     clips = [e for e in events if isinstance(e, ClipTensor)]
     ends = [e for e in events if isinstance(e, VideoEnd)]
     failures = [e.failure for e in ends]
     zero = np.zeros((len(ends), *shape), np.float32)
     return {
-        "video_id": column([e.video_id for e in clips] + [e.video_id for e in ends], object),
-        "index": column([e.clip.index for e in clips] + [-1] * len(ends), np.int64),
-        "start_s": column([e.clip.start_s for e in clips] + [0.0] * len(ends), np.float64),
-        "end_s": column([e.clip.end_s for e in clips] + [0.0] * len(ends), np.float64),
-        "count": column([0] * len(clips) + [e.clips for e in ends], np.int64),
-        "fatal": column([False] * len(clips) + [e.fatal for e in ends], bool),
-        "error_type": column([""] * len(clips) + [f.error_type if f else "" for f in failures], object),
-        "message": column([""] * len(clips) + [f.message if f else "" for f in failures], object),
+        "video_id": np.array([e.video_id for e in clips] + [e.video_id for e in ends], object),
+        "index": np.array([e.clip.index for e in clips] + [-1] * len(ends), np.int64),
+        "start_s": np.array([e.clip.start_s for e in clips] + [0.0] * len(ends), np.float64),
+        "end_s": np.array([e.clip.end_s for e in clips] + [0.0] * len(ends), np.float64),
+        "count": np.array([0] * len(clips) + [e.clips for e in ends], np.int64),
+        "fatal": np.array([False] * len(clips) + [e.fatal for e in ends], bool),
+        "error_type": np.array([""] * len(clips) + [f.error_type if f else "" for f in failures], object),
+        "message": np.array([""] * len(clips) + [f.message if f else "" for f in failures], object),
         "tensor": np.concatenate([np.stack([e.tensor for e in clips]), zero]) if clips else zero,
     }
 

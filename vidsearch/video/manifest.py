@@ -71,8 +71,7 @@ class Manifest:
         return len(self.rows)
 
     def path_of(self, row: ManifestRow) -> Path:
-        path = Path(row.video)
-        return path if path.is_absolute() else self.root / path
+        return _resolve(self.root, row.video)
 
     def labels(self) -> list[str]:
         """The distinct labels, sorted: the class index of a label is its position here."""
@@ -131,12 +130,24 @@ def _check_suffix(path: Path) -> None:
         raise ConfigError(f"{path}: a manifest is .jsonl or .csv, not {path.suffix or 'without suffix'}")
 
 
-def read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Parse a JSONL or CSV manifest; relative video paths are taken from the manifest's folder."""
+def _existing(path: str | os.PathLike[str]) -> Path:
+    """A manifest to read: the right suffix, and there."""
     path = Path(path)
     _check_suffix(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such manifest")
+    return path
+
+
+def _resolve(root: Path, video: str) -> Path:
+    """A row's video path: relative paths start from the manifest's folder."""
+    path = Path(video)
+    return path if path.is_absolute() else root / path
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Parse a JSONL or CSV manifest; relative video paths are taken from the manifest's folder."""
+    path = _existing(path)
     rows = tuple(_row(record, where) for where, record in _records(path))
     if not rows:
         raise ConfigError(f"{path}: the manifest has no rows")
@@ -146,17 +157,13 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 def manifest_videos(path: str | os.PathLike[str]) -> list[tuple[Path, str | None]]:
     """The distinct videos a manifest names, in order of first mention, each with its `video_id`
     column if the manifest has one; only the `video` column is required."""
-    path = Path(path)
-    _check_suffix(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such manifest")
+    path = _existing(path)
     seen: dict[Path, str | None] = {}
     for where, record in _records(path):
         if not record.get("video"):
             raise ConfigError(f"{where}: the row names no video")
-        video = Path(str(record["video"]))
         video_id = record.get("video_id")
-        seen.setdefault(video if video.is_absolute() else path.parent / video,
+        seen.setdefault(_resolve(path.parent, str(record["video"])),
                         str(video_id) if video_id not in (None, "") else None)
     if not seen:
         raise ConfigError(f"{path}: the manifest has no rows")
