@@ -47,13 +47,15 @@ def test_killed_at_random_moments_then_resumed(repository: Repository, corpus: C
     for attempt in range(KILLS):
         process = subprocess.Popen(_command(corpus, out, repository), start_new_session=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # the first kill lands while the job starts; the others after a random number of new commits
-        # and a random fraction of a second more (inside a commit, or between two)
-        target = commits[-1] + (rng.randint(1, 2) if attempt else 0)
+        # the first kill lands while the job starts; the others once the next commit is in, after a random
+        # few milliseconds more (inside the following commit, or between two). A commit takes tens of
+        # milliseconds here, so a longer wait could let the job finish and leave nothing to kill; the
+        # target stops short of the last commit for the same reason.
+        target = min(commits[-1] + 1, len(corpus.videos) - 1) if attempt else 0
         deadline = time.monotonic() + 60
         while _commits(out) < target and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.5, 2.0) if attempt == 0 else rng.uniform(0.0, 0.4))
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.5, 2.0) if attempt == 0 else rng.uniform(0.0, 0.03))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)  # the command and its decoding processes
             killed += 1
