@@ -9,14 +9,17 @@ video per 20 clips), starts `vidsearch serve` in its own process (embedded runti
 - text encoding alone: tokenize + one ONNX Runtime run of the text tower at batch 1 (p50);
 - index search alone: `FaissClipIndex.search` of one query, top 10, SQLite rows included (p50);
 - Search over gRPC at concurrency 1 (these three interleaved in rounds, so that load from other
-  jobs on a shared machine hits all of them alike), then at 8 and 32 (a closed loop of gRPC futures
+  jobs on a shared machine hits all of them alike), with the server's own timings of each call
+  (embedding, index search, handler total), then at 8 and 32 (a closed loop of gRPC futures
   from one client thread): p50, p99, requests/s. Every query text is new: the text cache never answers;
 - the text tower's best batched throughput (batch 1 … 64; the mean of a sweep before and after the
   loads);
 - the gRPC ceiling of this machine: an empty RPC (the health Check) in the same closed loop at
   concurrency 32 from the same client (the mean of a run before and after the loads).
 
-Serving overhead = p50(Search, concurrency 1) − p50(text alone) − p50(index alone).
+Serving overhead = p50(Search, concurrency 1) − p50(text alone) − p50(index alone). The server's
+timings split it: embedding in the server − text alone, index search in the server − index alone
+(both include the caches the other part evicted), and the rest (gRPC, the handler around the two).
 Targets (issue 7): overhead ≤ 2 ms; Search at concurrency 32 ≥ 80 % of the best batched throughput.
 Search at concurrency 32 is also shown as a fraction of the combined bound
 1 / (1 / RPC ceiling + 1 / best batched): what one machine could give if every request cost an empty
@@ -91,6 +94,9 @@ class Result:
     text_best_per_s: float
     text_best_batch: int
     text_per_s_by_batch: dict[int, float]
+    served_embed_p50_ms: float = 0.0  # the server's own timings of the concurrency-1 Search calls
+    served_search_p50_ms: float = 0.0
+    outside_handler_p50_ms: float = 0.0  # Search latency at the client − the handler's total
     rpc_ceiling_per_s: float = 0.0
     loads: list[Load] = field(default_factory=list)
 
@@ -224,8 +230,8 @@ class Probes:
     def search_index(self, vector: np.ndarray) -> None:
         self.index.search(vector[None], SearchOptions(top_k=10))
 
-    def search(self, query: str) -> None:
-        self.stub.Search(pb.SearchRequest(query=query, top_k=10), timeout=60)
+    def search(self, query: str) -> pb.Timings:
+        return self.stub.Search(pb.SearchRequest(query=query, top_k=10), timeout=60).timings
 
     def batched(self, seconds: float = 1.5) -> dict[int, float]:
         """Text-tower queries/s by batch size."""
@@ -249,10 +255,12 @@ class Probes:
 
 def interleaved(probes: Probes, rounds: int, per_round: int) -> dict[str, list[float]]:
     """Latencies (ms) of the three parts and of Search, measured in alternating rounds so that a
-    change of load on a shared machine affects all of them alike."""
+    change of load on a shared machine affects all of them alike; with the server's timings of each
+    Search (`served_embed`, `served_search`) and the time outside its handler (`outside`)."""
     texts = queries(rounds * per_round, seed=5)
     vectors = probes.embed(queries(rounds * per_round, seed=7))
-    times: dict[str, list[float]] = {"text": [], "index": [], "search": []}
+    times: dict[str, list[float]] = {name: [] for name in ("text", "index", "search", "served_embed",
+                                                           "served_search", "outside")}
     for number in range(rounds):
         part = slice(number * per_round, (number + 1) * per_round)
         jobs = {"text": (probes.text, texts[part]), "index": (probes.search_index, list(vectors[part])),
@@ -260,8 +268,12 @@ def interleaved(probes: Probes, rounds: int, per_round: int) -> dict[str, list[f
         for name, (call, inputs) in jobs.items():
             for item in inputs:
                 started = time.perf_counter()
-                call(item)  # type: ignore[operator]
+                timings = call(item)  # type: ignore[operator]
                 times[name].append((time.perf_counter() - started) * 1000)
+                if isinstance(timings, pb.Timings):
+                    times["served_embed"].append(timings.embed_ms)
+                    times["served_search"].append(timings.search_ms)
+                    times["outside"].append(times[name][-1] - timings.total_ms)
     return times
 
 
@@ -343,8 +355,9 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Resul
         ceiling = rpc_ceiling(address)
         interleaved(probes, 1, 20)
         times = interleaved(probes, rounds=8, per_round=max(10, requests // 16))
-        result = Result(tower, n, factory, float(np.percentile(times["text"], 50)),
-                        float(np.percentile(times["index"], 50)), 0.0, best, before)
+        p50 = {name: float(np.percentile(values, 50)) for name, values in times.items()}
+        result = Result(tower, n, factory, p50["text"], p50["index"], 0.0, best, before, p50["served_embed"],
+                        p50["served_search"], p50["outside"])
         search = np.asarray(times["search"])
         result.loads.append(Load(1, len(search), float(np.percentile(search, 50)),
                                  float(np.percentile(search, 99)), 1000 / float(search.mean()), 0))
@@ -376,6 +389,10 @@ def report(results: list[Result]) -> None:
         print(f"{'':10} overhead {r.overhead_ms:.2f} ms (target ≤ 2: {verdict_o}); concurrency 32 = "
               f"{100 * r.c32_fraction:.0f} % of the text tower's best batched throughput (target ≥ 80 %: "
               f"{verdict_t})")
+        print(f"{'':10} overhead split (p50s): embedding in the server {r.served_embed_p50_ms:.2f} ms "
+              f"({r.served_embed_p50_ms - r.text_p50_ms:+.2f} over alone), index search in the server "
+              f"{r.served_search_p50_ms:.2f} ms ({r.served_search_p50_ms - r.index_p50_ms:+.2f}), "
+              f"outside the handler {r.outside_handler_p50_ms:.2f} ms")
         print(f"{'':10} gRPC ceiling here (empty RPC, concurrency 32): {r.rpc_ceiling_per_s:.0f}/s; combined "
               f"bound 1/(1/ceiling + 1/text best) = {r.bound_per_s:.0f}/s; concurrency 32 = "
               f"{100 * r.c32_bound_fraction:.0f} % of it")

@@ -19,6 +19,7 @@ from vidsearch.index.base import (
     VideoGroup,
 )
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig, OpenOptions
+from vidsearch.index.filters import omp_threads
 from vidsearch.index.shards import ShardedClipIndex
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "TimeRange",
     "Tuning",
     "VideoGroup",
+    "omp_threads",
 ]

@@ -43,6 +43,10 @@ class Runtime(Protocol):
     @property
     def models(self) -> RepositoryModels: ...
 
+    @property
+    def text_batch(self) -> int:
+        """The most text queries one model run takes (0 without a text model)."""
+
     def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings [len(texts), dim] of the texts (ViCLIP text tower)."""
 

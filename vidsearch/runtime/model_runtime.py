@@ -45,12 +45,13 @@ class ModelRuntime:
         # CPU per query tokenized at once, 55 µs one at a time).
         self._tokenize_lock = threading.Lock()
         self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
+        self._text_batch = 0
         text = models.text
         if text is not None:
             context = int((text.tokenizer or {}).get("context_length", text.input.shape[-1]))
             self._tokenizer = Tokenizer(context_length=context)
-            max_batch = min(config.max_batch or text.max_batch, text.max_batch)
-            self._batcher = DynamicBatcher(self._run_text, max_batch, config.max_delay_ms / 1000.0,
+            self._text_batch = min(config.max_batch or text.max_batch, text.max_batch)
+            self._batcher = DynamicBatcher(self._run_text, self._text_batch, config.max_delay_ms / 1000.0,
                                            name="text-batcher",
                                            on_batch=lambda n, s: self._observe(text.name, n, s))
 
@@ -61,6 +62,10 @@ class ModelRuntime:
     @property
     def models(self) -> RepositoryModels:
         return self._models
+
+    @property
+    def text_batch(self) -> int:
+        return self._text_batch
 
     # -- text --------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class SearchServer:
         self.metrics_port: int | None = None
         self.metrics = Metrics()
         self._server: grpc.Server | None = None
+        self._servicer: SearchServicer | None = None
         self._runtime: Runtime | None = None
         self._index: IndexHandle | None = None
         self._health = health.HealthServicer(experimental_non_blocking=True)
@@ -93,7 +94,8 @@ class SearchServer:
                                            persist=settings.persist_changes)
             index, runtime = self._index.index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
-            self._server = self._grpc_server(SearchServicer(self._runtime, self._index, settings))
+            self._servicer = SearchServicer(self._runtime, self._index, settings)
+            self._server = self._grpc_server(self._servicer)
             self._server.start()
         except BaseException:
             self.stop(grace_s=0)
@@ -141,6 +143,9 @@ class SearchServer:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+        if self._servicer is not None:
+            self._servicer.close()
+            self._servicer = None
         if self._runtime is not None:
             self._runtime.close()
             self._runtime = None

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
-from vidsearch.index import SearchOptions
+from vidsearch.index import SearchOptions, SearchPage
 from vidsearch.runtime.base import Runtime
 from vidsearch.serving import classify, convert
 from vidsearch.serving.deadline import Deadline
@@ -24,6 +24,7 @@ from vidsearch.serving.paths import AllowedRoots
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
 from vidsearch.serving.settings import ServerSettings
+from vidsearch.serving.text_search import TextQuery, TextSearcher
 from vidsearch.video import VideoSource
 
 DEFAULT_CLASSIFY_TOP_K = 5
@@ -42,6 +43,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._limits = settings.limits
         self._videos = VideoModels(runtime, settings.video)
         self._roots = AllowedRoots(settings.allowed_roots)
+        self._text_searcher = TextSearcher(runtime, handle, max(1, runtime.text_batch))
         vision = runtime.models.vision
         self._ingester = Ingester(handle, self._videos, self._roots, str(vision.version) if vision else "",
                                   self._limits.max_ingest_items)
@@ -57,10 +59,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> pb.SearchResponse:
         started = time.perf_counter()
         deadline = self._deadline(context)
-        query = convert.query_text(request.query, self._limits.max_query_chars)
-        options = convert.search_options(request)
-        vector = self._runtime.embed_text([query], deadline.remaining())
-        return self._search(vector, options, request.page_token, started, _ms(started))
+        query = TextQuery(convert.query_text(request.query, self._limits.max_query_chars),
+                          convert.search_options(request), request.page_token or None, started)
+        answer = self._text_searcher.search(query, deadline.remaining())
+        return self._response(answer.page, answer.embed_ms, answer.search_ms, started)
 
     def SearchByVideo(self, request: pb.SearchByVideoRequest, context: grpc.ServicerContext
                       ) -> pb.SearchResponse:
@@ -78,10 +80,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 embed_ms: float) -> pb.SearchResponse:
         searched = time.perf_counter()
         page = self._handle.index.search(vector, options, [token or None])[0]
+        return self._response(page, embed_ms, _ms(searched), started)
+
+    def _response(self, page: SearchPage, embed_ms: float, search_ms: float, started: float
+                  ) -> pb.SearchResponse:
         response = convert.page_response(page)
         response.model = self._model_name
         response.index_version = self._handle.version
-        timings = pb.Timings(embed_ms=embed_ms, search_ms=_ms(searched), total_ms=_ms(started))
+        timings = pb.Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=_ms(started))
         response.timings.CopyFrom(timings)
         return response
 
@@ -168,6 +174,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                              backend=stats.backend, device=stats.device, size_bytes=stats.size_bytes,
                              read_only=stats.read_only, index_version=self._handle.version,
                              runtime=self._runtime.kind)
+
+    def close(self) -> None:
+        """Finish the text searches under way; the runtime and the index are the server's to close."""
+        self._text_searcher.close()
 
     # -- video inputs ------------------------------------------------------------------------------
 

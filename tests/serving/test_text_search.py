@@ -1,0 +1,133 @@
+"""TextSearcher: concurrent text searches run as one batch (one model run, one index search) over the
+session's real exported text tower and a real FAISS index, and a bad query fails only its own request."""
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from vidsearch.errors import DeadlineExceededError, InvalidPageTokenError
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
+from vidsearch.runtime import RuntimeConfig, open_runtime
+from vidsearch.runtime.model_runtime import ModelRuntime
+from vidsearch.serving.index_handle import IndexHandle
+from vidsearch.serving.text_search import TextQuery, TextSearcher
+
+from ..runtime.models import Repository
+
+CLIPS = 40
+TEXTS = [f"a {colour} {shape}" for colour in ("red", "blue", "green", "grey") for shape in ("dot", "square")]
+OPTIONS = SearchOptions(top_k=5, page_size=2)
+
+
+class GatedRuntime:
+    """The real runtime, whose first text batch waits for `gate`: the queries that arrive meanwhile
+    queue up and then run together. Records the size of every text batch."""
+
+    def __init__(self, runtime: ModelRuntime) -> None:
+        self.runtime = runtime
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.runtime, name)
+
+    def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
+        self.batches.append(len(texts))
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.runtime.embed_text(texts, timeout_s)
+
+
+@pytest.fixture(scope="module")
+def runtime(repository: Repository) -> Iterator[ModelRuntime]:
+    opened = open_runtime(RuntimeConfig(model_repository=repository.path, threads=1))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def handle(runtime: ModelRuntime, tmp_path: Path) -> Iterator[IndexHandle]:
+    models = runtime.models
+    index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, "Flat"))
+    vectors = np.random.default_rng(0).standard_normal((CLIPS, models.dim)).astype(np.float32)
+    index.add([ClipRecord(f"c{i}", f"v{i // 4}", f"file:///v{i // 4}.mp4", i % 4 * 2.0, i % 4 * 2.0 + 2.0,
+                          models.model_name) for i in range(CLIPS)], vectors)
+    yield IndexHandle(index, tmp_path, "test", persist=False)
+    index.close()
+
+
+def query(text: str, top_k: int = 5, token: str | None = None) -> TextQuery:
+    options = OPTIONS if top_k == OPTIONS.top_k else SearchOptions(top_k=top_k, page_size=2)
+    return TextQuery(text, options, token, time.perf_counter())
+
+
+def test_concurrent_searches_share_one_batch_and_match_searching_alone(runtime: ModelRuntime,
+                                                                       handle: IndexHandle) -> None:
+    gated = GatedRuntime(runtime)
+    searcher = TextSearcher(gated, handle, max_batch=64)
+    alone = {text: handle.index.search(runtime.embed_text([text]), OPTIONS)[0] for text in TEXTS}
+    queries = [query(text) for text in TEXTS] + [query(TEXTS[0], top_k=3)]  # two sets of options
+    with ThreadPoolExecutor(len(queries)) as pool:
+        first = pool.submit(searcher.search, queries[0], 30)
+        assert gated.entered.wait(10)  # the first query runs alone and holds the model …
+        rest = [pool.submit(searcher.search, q, 30) for q in queries[1:]]
+        time.sleep(0.3)  # … while the others queue
+        gated.gate.set()
+        answers = [first.result(30)] + [f.result(30) for f in rest]
+    searcher.close()
+    assert gated.batches == [1, len(queries) - 1], "the queued queries ran as one batch"
+    for q, answer in zip(queries[:-1], answers, strict=False):
+        assert [h.clip.clip_id for h in answer.page.hits] == [h.clip.clip_id for h in alone[q.text].hits]
+        assert answer.page.next_page_token is not None
+        assert answer.embed_ms > 0
+        assert answer.search_ms > 0
+    assert answers[-1].page.hits == answers[0].page.hits, "top 3 and top 5 share their first page"
+
+
+def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, handle: IndexHandle) -> None:
+    searcher = TextSearcher(runtime, handle, max_batch=64)
+    token = searcher.search(query(TEXTS[1]), 30).page.next_page_token
+    searcher.close()
+    gated = GatedRuntime(runtime)
+    searcher = TextSearcher(gated, handle, max_batch=64)
+    good = [query(TEXTS[1], token=token), query(TEXTS[2]), query(TEXTS[3])]
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(searcher.search, query(TEXTS[0]), 30)
+        assert gated.entered.wait(10)
+        bad = pool.submit(searcher.search, query(TEXTS[4], token="not-a-token"), 30)
+        forged = pool.submit(searcher.search, query(TEXTS[5], token=token), 30)  # another query's token
+        fine = [pool.submit(searcher.search, q, 30) for q in good]
+        time.sleep(0.3)
+        gated.gate.set()
+        assert first.result(30).page.hits
+        with pytest.raises(InvalidPageTokenError, match=r"base64url|bytes"):
+            bad.result(30)
+        with pytest.raises(InvalidPageTokenError):
+            forged.result(30)
+        pages = [f.result(30).page for f in fine]
+    searcher.close()
+    assert gated.batches == [1, 5]
+    second = handle.index.search(runtime.embed_text([TEXTS[1]]), OPTIONS, [token])[0]
+    assert pages[0].hits == second.hits, "the valid token still gives its query's second page"
+    assert all(len(page.hits) == 2 for page in pages)
+
+
+def test_a_query_that_waits_past_its_deadline_is_refused(runtime: ModelRuntime, handle: IndexHandle) -> None:
+    gated = GatedRuntime(runtime)
+    searcher = TextSearcher(gated, handle, max_batch=64)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(searcher.search, query(TEXTS[0]), 30)
+        assert gated.entered.wait(10)
+        with pytest.raises(DeadlineExceededError):
+            searcher.search(query(TEXTS[1]), 0.2)
+        gated.gate.set()
+        assert first.result(30).page.hits
+    searcher.close()
+    assert gated.batches == [1], "the query that gave up never reached the model"

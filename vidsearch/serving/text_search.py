@@ -1,0 +1,102 @@
+"""Text searches from concurrent requests, run together end to end: one text-tower run and one index
+search for the whole batch.
+
+Batching only the text tower left every request thread to search the index on its own, and on a small
+machine the wake-ups and GIL hand-overs between 32 request threads cost more than the searches. Here a
+request thread hands its query over and sleeps until its page is ready: the batch is embedded (the
+runtime's text cache and batcher still apply) and searched with one FAISS call and one metadata lookup
+per distinct set of search options. Alone, a request runs in its own thread at once, as before (see
+`DynamicBatcher`). Measured at concurrency 32 on 2 cores, demo model, 1M clips: 600 → 820 searches/s.
+
+A batch's FAISS search runs on one OpenMP thread: the server's parallelism is its requests, and OpenMP
+workers spinning after each small search took a core from them (820 → 980 searches/s).
+"""
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vidsearch.errors import DeadlineExceededError
+from vidsearch.index import SearchOptions, SearchPage, omp_threads
+from vidsearch.runtime.base import Runtime
+from vidsearch.runtime.batching import DynamicBatcher
+from vidsearch.serving.index_handle import IndexHandle
+
+
+@dataclass(frozen=True)
+class TextQuery:
+    text: str
+    options: SearchOptions
+    page_token: str | None
+    arrived: float  # perf_counter() when its request started
+
+
+@dataclass(frozen=True)
+class TextAnswer:
+    page: SearchPage
+    embed_ms: float  # from its request's start until its query was embedded (waiting included)
+    search_ms: float  # the index search of its batch
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: SearchPage | Exception
+    embed_ms: float
+    search_ms: float
+
+
+class TextSearcher:
+    """Thread-safe; `close` finishes the searches under way."""
+
+    def __init__(self, runtime: Runtime, handle: IndexHandle, max_batch: int) -> None:
+        self._runtime = runtime
+        self._handle = handle
+        self._batcher: DynamicBatcher[TextQuery, _Outcome] = DynamicBatcher(
+            self._run, max_batch, name="search-batcher")
+
+    def search(self, query: TextQuery, timeout_s: float | None) -> TextAnswer:
+        """The page for one query; its own error (a malformed page token, say) if it has one."""
+        try:
+            outcome = self._batcher.map([query], timeout_s)[0]
+        except TimeoutError:
+            raise DeadlineExceededError("the search ran past the deadline") from None
+        if isinstance(outcome.result, Exception):
+            raise outcome.result
+        return TextAnswer(outcome.result, outcome.embed_ms, outcome.search_ms)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    def _run(self, queries: Sequence[TextQuery]) -> list[_Outcome]:
+        vectors = self._runtime.embed_text([q.text for q in queries])
+        embedded = time.perf_counter()
+        groups: dict[SearchOptions, list[int]] = defaultdict(list)
+        for i, query in enumerate(queries):
+            groups[query.options].append(i)
+        results: dict[int, SearchPage | Exception] = {}
+        with omp_threads(1):
+            for options, members in groups.items():
+                results.update(self._search(vectors, queries, options, members))
+        search_ms = (time.perf_counter() - embedded) * 1000.0
+        return [_Outcome(results[i], (embedded - query.arrived) * 1000.0, search_ms)
+                for i, query in enumerate(queries)]
+
+    def _search(self, vectors: NDArray[np.float32], queries: Sequence[TextQuery], options: SearchOptions,
+                members: list[int]) -> dict[int, SearchPage | Exception]:
+        """The pages of queries that share their options; if their search fails, each is searched alone,
+        so that one request's bad input fails that request only."""
+        tokens = [queries[i].page_token for i in members]
+        try:
+            pages = self._handle.index.search(vectors[members], options, tokens)
+        except Exception as err:
+            if len(members) == 1:
+                return {members[0]: err}
+            alone: dict[int, SearchPage | Exception] = {}
+            for i in members:
+                alone.update(self._search(vectors, queries, options, [i]))
+            return alone
+        return dict(zip(members, pages, strict=True))
