@@ -6,10 +6,11 @@ from pathlib import Path
 import vidsearch
 
 PACKAGE = Path(vidsearch.__file__).parent
-BASE = {"errors", "lazy"}
+BASE = {"errors", "lazy", "formats"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "lazy": set(),
+    "formats": {"errors"},
     "models": BASE,
     "video": BASE,
     "index": BASE,

@@ -12,7 +12,6 @@ so memory stays bounded however large the shards are.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidsearch.errors import IndexFormatError
+from vidsearch.formats.atomic import atomic_path
 from vidsearch.index.base import ClipRecord
 
 FORMAT = "clip-embeddings/1"
@@ -116,11 +116,8 @@ def shard_table(rows: ShardRows, *, float16: bool = False, model_checksum: str =
 
 def write_shard(path: Path, table: pa.Table) -> None:
     """Write a shard atomically (temporary file, fsync, rename), in bounded row groups."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS)
 
 
 @dataclass(frozen=True)

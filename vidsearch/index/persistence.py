@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vidsearch.errors import IndexFormatError, IndexMismatchError
+from vidsearch.formats.atomic import fsync_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,6 @@ class Manifest:
                 f"{source}: index was built with model checksum {self.model_checksum!r}, "
                 f"expected {model_checksum!r}"
             )
-
-
-def fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -187,13 +180,7 @@ def save_snapshot(directory: Path, write: Callable[[Path], Manifest]) -> Path:
         snapshot = directory / f"snapshot-{generation:06d}"
         os.rename(tmp, snapshot)
         fsync_path(directory, directory=True)
-        pointer = directory / f"{CURRENT}.tmp"
-        with open(pointer, "w") as handle:
-            handle.write(snapshot.name + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(pointer, directory / CURRENT)
-        fsync_path(directory, directory=True)
+        write_atomic(directory / CURRENT, snapshot.name + "\n")
         _remove_stale(directory, keep=snapshot)
     log.info("saved %s (%d clips)", snapshot, manifest.count)
     return snapshot

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from vidsearch.errors import JobError, JobMismatchError
+from vidsearch.formats.atomic import write_atomic
 from vidsearch.index.parquet import ShardRows, shard_table, write_shard
-from vidsearch.index.persistence import fsync_path
 from vidsearch.jobs.decoding import Failure
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,6 @@ def shard_name(sequence: int) -> str:
 
 def _is_shard(path: Path) -> bool:
     return path.name.startswith("part-") and path.name.endswith(".parquet")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once (a reader or a crash sees the old or the new file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent, directory=True)
 
 
 class Ledger:
@@ -141,7 +130,6 @@ class Ledger:
         name = shard_name(len(self.records)) if rows is not None and len(rows) else None
         if name is not None and rows is not None:
             write_shard(self.out / name, shard_table(rows, float16=float16, model_checksum=model_checksum))
-            fsync_path(self.out, directory=True)
         record = {"shard": name, "clips": len(rows) if rows is not None else 0, "videos": videos,
                   "failures": [asdict(f) for f in failures]}
         with open(self.out / LEDGER, "ab") as handle:

@@ -5,9 +5,10 @@ import logging
 import time
 
 from vidsearch.errors import ConfigError, JobError
+from vidsearch.formats.atomic import write_atomic
 from vidsearch.jobs.decoding import DecodeSettings, resolve_decoder
 from vidsearch.jobs.inputs import WorkItem, list_inputs
-from vidsearch.jobs.ledger import SUMMARY, Ledger, write_atomic
+from vidsearch.jobs.ledger import SUMMARY, Ledger
 from vidsearch.jobs.output import JobOutput, ShardFormat
 from vidsearch.jobs.progress import JobProgress, JobSummary
 from vidsearch.jobs.spec import EmbedJob
