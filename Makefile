@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: setup test lint typecheck unit demo clean triton-env
+.PHONY: setup test lint typecheck unit demo clean triton-env gpu-lock gpu-bundle gpu-check
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check vidsearch tests benchmarks
+	$(VENV)/bin/ruff check vidsearch tests benchmarks tools
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -42,6 +42,22 @@ test: lint typecheck unit
 
 demo: setup
 	$(VENV)/bin/vidsearch demo $(DEMO_ARGS)
+
+# The GPU check kit (see docs/gpu.md): an offline bundle of wheels for a CUDA PyTorch machine, and the
+# check that installs it beside that PyTorch and runs the GPU tests and report there.
+GPU_PYTHON ?= 3.12
+GPU_CUDA   ?= 13
+BUNDLE     ?= dist/gpu-bundle
+
+gpu-lock: setup
+	$(PY) tools/gpu/bundle.py lock --python $(GPU_PYTHON) --cuda $(GPU_CUDA)
+
+gpu-bundle: setup
+	$(PY) tools/gpu/bundle.py build --python $(GPU_PYTHON) --cuda $(GPU_CUDA) --out $(BUNDLE) $(BUNDLE_ARGS)
+
+# On the GPU machine, with its own Python (no .venv there): make gpu-check BUNDLE=dist/gpu-bundle
+gpu-check:
+	$(PYTHON) tools/gpu/check.py --bundle $(BUNDLE) $(CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache .mypy_cache .ruff_cache

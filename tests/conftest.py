@@ -13,3 +13,15 @@ def video_factory(tmp_path_factory: pytest.TempPathFactory) -> VideoFactory:
     whose frames show their own number (`tests.video.media.read_code`); see `VideoSpec` for options.
     """
     return VideoFactory(tmp_path_factory.mktemp("media"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` are reported as skipped, never as passed, on a machine without a CUDA GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

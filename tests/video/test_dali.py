@@ -67,7 +67,6 @@ def test_running_the_gpu_pipeline_without_a_gpu_fails_plainly(video_factory: Vid
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_pipeline_matches_the_pyav_path_on_h264(video_factory: VideoFactory) -> None:
     _compare(video_factory.make(width=320, height=240, frames=45, gop=15), "viclip", "gpu", 0)
 

@@ -1,0 +1,367 @@
+"""The GPU report: what vidsearch's GPU path does on the GPU it runs on, side by side in one run.
+
+Sections (each one `ok`, `skipped` with the reason, or `error` with the message; one failing section
+never stops the others):
+
+- env: GPU, driver, CUDA, PyTorch, DALI, FAISS and PyNvVideoCodec versions;
+- decode_parity: `dali_read_clips(device="gpu")` against `read_clips` (PyAV) per clip, in grey levels
+  (mean and worst absolute difference), and whether every GPU frame is closest to the PyAV frame of the
+  same position (no frame out of order), on H.264 with B-frames, HEVC, VP9 and AV1 where encodable;
+- decode_speed: DALI GPU clips/s on 720p H.264 1-s clips (batch 4 and 16), PyAV clips/s on one process,
+  and the all-frames baseline: frames/s of plain NVDEC decoding (PyNvVideoCodec) with 1 and 4 sessions;
+- models: PyTorch fp16 vision clips/s (ViCLIP-B/16, L/14, random weights) at batch 32, text latency at
+  batch 1, eager and in a CUDA graph;
+- faiss: raw FAISS GPU `IVF4096,SQfp16` on clustered vectors (recall@10 against exact search, queries/s
+  at batch 1 and 32) and `FaissClipIndex` placed on the same GPU (queries/s at batch 1).
+
+    python benchmarks/gpu.py                 # on a GPU machine: about 4-6 minutes on an H200
+    python benchmarks/gpu.py --smoke         # tiny sizes; without a GPU, decode_parity runs DALI's CPU
+                                             # decoder (VP9) so the comparison itself is checked
+
+Prints a table and writes benchmarks/results/gpu.json (or --out). `make gpu-check` runs it from the
+offline bundle (tools/gpu/check.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+Section = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    seconds: int  # length of each test video
+    width: int
+    height: int
+    vectors: int  # FAISS database size
+    model_batch: int
+    repeats: int
+
+
+FULL = Sizes(seconds=8, width=1280, height=720, vectors=1_000_000, model_batch=32, repeats=20)
+SMOKE = Sizes(seconds=2, width=320, height=240, vectors=5_000, model_batch=2, repeats=2)
+ENCODERS = {  # codec: (encoder candidates, suffix, options); the first encoder PyAV has is used
+    "h264": (["libx264"], ".mp4", {"preset": "veryfast", "bf": "2"}),
+    "hevc": (["libx265", "hevc"], ".mp4", {"preset": "veryfast"}),
+    "vp9": (["libvpx-vp9"], ".webm", {"deadline": "realtime", "cpu-used": "8"}),
+    "av1": (["libsvtav1", "libaom-av1"], ".mkv", {}),
+}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def make_video(folder: Path, codec: str, sizes: Sizes) -> Path | None:
+    """A moving noisy texture (a realistic bitrate), or None when this PyAV has no encoder for `codec`."""
+    names, suffix, options = ENCODERS[codec]
+    encoder = next((n for n in names if n in av.codecs_available), None)
+    if encoder is None:
+        return None
+    path = folder / f"gpu-{codec}-{sizes.width}x{sizes.height}-{sizes.seconds}s{suffix}"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (sizes.height * 2, sizes.width * 2, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder, rate=30, options=options)
+        stream.width, stream.height, stream.pix_fmt = sizes.width, sizes.height, "yuv420p"
+        for i in range(sizes.seconds * 30):
+            y, x = (3 * i) % sizes.height, (5 * i) % sizes.width
+            frame = av.VideoFrame.from_ndarray(texture[y:y + sizes.height, x:x + sizes.width], "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _grey_levels(clip: np.ndarray, spec: Any) -> np.ndarray:
+    """A preprocessed clip back in 0-255 units, frames first: [T, C, H, W]."""
+    frames = clip if spec.layout == "TCHW" else np.moveaxis(clip, 0, 1)
+    mean = np.asarray(spec.mean, np.float32)[None, :, None, None]
+    std = np.asarray(spec.std, np.float32)[None, :, None, None]
+    return (frames * std + mean) * 255.0
+
+
+def decode_parity(folder: Path, sizes: Sizes, device: str) -> Section:
+    from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+    from vidsearch.video.dali import dali_read_clips
+
+    spec = get_preset("viclip")
+    rows: dict[str, Any] = {}
+    for codec in ENCODERS:
+        path = make_video(folder, codec, sizes)
+        if path is None:
+            rows[codec] = {"status": "skipped", "reason": "no encoder in this PyAV"}
+            continue
+        clips = segment(probe(path), ClipSpec(length_s=1.0))
+        try:
+            gpu = [t for _, t in dali_read_clips(path, clips, spec, device=device,  # type: ignore[arg-type]
+                                                 device_id=0 if device == "gpu" else None)]
+        except Exception as exc:  # a codec the GPU cannot decode is a finding, not a crash
+            rows[codec] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        cpu = [t for _, t in read_clips(path, clips, spec)]
+        means, worst, out_of_order = [], 0.0, 0
+        for g, c in zip(gpu, cpu, strict=True):
+            g255, c255 = _grey_levels(g, spec), _grey_levels(c, spec)
+            diff = np.abs(g255 - c255)
+            means.append(float(diff.mean()))
+            worst = max(worst, float(diff.max()))
+            distances = np.abs(g255[:, None] - c255[None]).mean(axis=(2, 3, 4))  # [T gpu, T cpu]
+            out_of_order += int((distances.argmin(axis=1) != np.arange(len(distances))).sum())
+        rows[codec] = {"status": "ok", "clips": len(clips), "mean_abs_grey": float(np.mean(means)),
+                       "max_clip_mean_abs_grey": float(np.max(means)), "worst_pixel": worst,
+                       "frames_out_of_order": out_of_order}
+    return {"status": "ok", "device": device, "codecs": rows}
+
+
+def _rate(count: int, run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - start)
+
+
+def _nvdec_frames(path: Path) -> int:
+    import PyNvVideoCodec
+
+    demuxer = PyNvVideoCodec.CreateDemuxer(filename=str(path))
+    decoder = PyNvVideoCodec.CreateDecoder(gpuid=0, codec=demuxer.GetNvCodecId(), cudacontext=0, cudastream=0,
+                                           usedevicememory=True)
+    return sum(len(list(decoder.Decode(packet))) for packet in demuxer)
+
+
+def _nvdec_rate(path: Path, sessions: int) -> float:
+    counts = [0] * sessions
+
+    def work(i: int) -> None:
+        counts[i] = _nvdec_frames(path)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(sessions)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def decode_speed(folder: Path, sizes: Sizes) -> Section:
+    from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+    from vidsearch.video.dali import dali_read_clips
+
+    spec = get_preset("viclip")
+    path = make_video(folder, "h264", sizes)
+    assert path is not None, "PyAV has no H.264 encoder"
+    clips = segment(probe(path), ClipSpec(length_s=1.0))
+    result: Section = {"status": "ok", "video": f"{sizes.width}x{sizes.height} H.264, {len(clips)} 1-s clips"}
+    for batch in (4, 16):
+        list(dali_read_clips(path, clips, spec, device="gpu", device_id=0, batch_size=batch))  # warm-up
+        result[f"dali_gpu_clips_per_s_b{batch}"] = _rate(
+            len(clips), lambda b=batch: list(dali_read_clips(path, clips, spec, device="gpu", device_id=0,
+                                                             batch_size=b)))
+    result["pyav_clips_per_s_1proc"] = _rate(len(clips), lambda: list(read_clips(path, clips, spec)))
+    try:
+        result["nvdec_frames"] = _nvdec_frames(path)
+        for sessions in (1, 4):
+            result[f"nvdec_all_frames_per_s_{sessions}_sessions"] = _nvdec_rate(path, sessions)
+    except Exception as exc:
+        result["nvdec_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+def models(sizes: Sizes) -> Section:
+    import torch
+
+    result: Section = {"status": "ok"}
+    for preset in ("viclip-b16", "viclip-l14"):
+        result.update(_tower_speed(preset, sizes))
+        torch.cuda.empty_cache()  # the tower is gone with its call: free its memory for the next
+    return result
+
+
+def _tower_speed(preset: str, sizes: Sizes) -> Section:
+    """fp16 vision clips/s at the report's batch, and text latency for one query (eager, CUDA graph)."""
+    import torch
+
+    from vidsearch.models import create_model
+
+    model = create_model(preset).cuda().half().eval()
+    frames = torch.randn(sizes.model_batch, 8, 3, 224, 224, device="cuda", dtype=torch.half)
+    tokens = torch.randint(1, 49000, (1, 32), device="cuda")
+    with torch.inference_mode():
+        model.encode_video(frames)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(sizes.repeats):
+            model.encode_video(frames)
+        torch.cuda.synchronize()
+        clips_per_s = sizes.model_batch * sizes.repeats / (time.perf_counter() - start)
+        eager = _latency_ms(lambda: model.encode_text(tokens), sizes.repeats)
+        graph = _cuda_graph(lambda: model.encode_text(tokens))
+        captured = _latency_ms(graph.replay, sizes.repeats)
+    return {f"{preset}_vision_clips_per_s": clips_per_s, f"{preset}_text_ms_eager": eager,
+            f"{preset}_text_ms_cuda_graph": captured}
+
+
+def _latency_ms(call: Callable[[], Any], repeats: int) -> float:
+    import torch
+
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]) * 1e3)
+
+
+def _cuda_graph(call: Callable[[], Any]) -> Any:
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1024, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 1024, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def faiss_section(sizes: Sizes) -> Section:
+    import faiss
+
+    if faiss.get_num_gpus() == 0:
+        return {"status": "skipped", "reason": "this FAISS sees no GPU (faiss-gpu-cuvs is in the bundle)"}
+    dim, k = 512, 10
+    base, queries = _clustered(sizes.vectors, dim, 0), _clustered(1000, dim, 1)
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(base)
+    _, truth = exact.search(queries, k)
+    lists = min(4096, sizes.vectors // 40)
+    cpu_index = faiss.index_factory(dim, f"IVF{lists},SQfp16", faiss.METRIC_INNER_PRODUCT)
+    cpu_index.train(base[: min(len(base), 200_000)])
+    cpu_index.add(base)
+    resources = faiss.StandardGpuResources()
+    index = faiss.index_cpu_to_gpu(resources, 0, cpu_index)
+    faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", 16)
+    _, found = index.search(queries, k)
+    recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+    single = _rate(len(queries), lambda: [index.search(queries[i:i + 1], k) for i in range(len(queries))])
+    batched = _rate(len(queries),
+                    lambda: [index.search(queries[i:i + 32], k) for i in range(0, len(queries), 32)])
+    return {"status": "ok", "vectors": sizes.vectors, "factory": f"IVF{lists},SQfp16", "nprobe": 16,
+            "recall_at_10": recall, "raw_qps_b1": single, "raw_qps_b32": batched,
+            "clip_index_qps_b1": _clip_index_qps(base, queries, f"IVF{lists},SQfp16")}
+
+
+def _clip_index_qps(base: np.ndarray, queries: np.ndarray, factory: str) -> float:
+    """Single-query searches through the project's own `FaissClipIndex` (metadata rows included)."""
+    from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig
+
+    index = FaissClipIndex.create(IndexConfig(base.shape[1], "bench", factory=factory))
+    index.train(base[:200_000])
+    step = 100_000
+    for start in range(0, len(base), step):
+        stop = min(start + step, len(base))
+        records = [ClipRecord(f"v{i // 10}#{i % 10:05d}", f"v{i // 10}", f"v{i // 10}.mp4", 0.0, 1.0)
+                   for i in range(start, stop)]
+        index.add(records, base[start:stop])
+    index.search(queries[:1], 10)
+    return _rate(len(queries), lambda: [index.search(queries[i:i + 1], 10) for i in range(len(queries))])
+
+
+def env() -> Section:
+    import torch
+
+    result: Section = {"status": "ok", "python": platform.python_version(), "torch": torch.__version__,
+                       "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0)}
+    for module in ("nvidia.dali", "faiss", "PyNvVideoCodec", "av"):
+        try:
+            result[module] = __import__(module, fromlist=["__version__"]).__version__
+        except Exception as exc:
+            result[module] = f"unavailable ({type(exc).__name__})"
+    return result
+
+
+def run_section(name: str, make: Callable[[], Section], needs_gpu: bool = True) -> Section:
+    if needs_gpu and not cuda_available():
+        return {"status": "skipped", "reason": "no CUDA GPU"}
+    started = time.perf_counter()
+    try:
+        section = make()
+    except Exception as exc:
+        section = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500],
+                   "trace": traceback.format_exc(limit=4)[-1500:]}
+    section["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"{name}: {section['status']} ({section['seconds']} s)", flush=True)
+    return section
+
+
+def print_table(report: dict[str, Section]) -> None:
+    for name, section in report.items():
+        print(f"\n## {name} — {section.get('status')}")
+        for key, value in section.items():
+            if key in ("status", "trace"):
+                continue
+            for label, item in (value.items() if isinstance(value, dict) else [("", value)]):
+                shown = f"{item:,.3f}" if isinstance(item, float) else item
+                print(f"  {key + (' ' + label if label else ''):<40} {shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the plumbing, anywhere")
+    parser.add_argument("--out", type=Path, default=RESULTS / "gpu.json")
+    parser.add_argument("--sections", nargs="*", default=["env", "decode_parity", "decode_speed", "models",
+                                                          "faiss"])
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    decoder = "gpu" if cuda_available() else "cpu"
+    with tempfile.TemporaryDirectory(prefix="vidsearch-gpu-") as tmp:
+        media = Path(tmp)
+        makers: dict[str, Callable[[], Section]] = {
+            "env": env,
+            "decode_parity": lambda: decode_parity(media, sizes, decoder),
+            "decode_speed": lambda: decode_speed(media, sizes),
+            "models": lambda: models(sizes),
+            "faiss": lambda: faiss_section(sizes),
+        }
+        cpu_ok = {"decode_parity"} if args.smoke else set()
+        report = {name: run_section(name, makers[name], needs_gpu=name not in cpu_ok)
+                  for name in args.sections}
+    print_table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"sizes": sizes.__dict__, "sections": report}, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

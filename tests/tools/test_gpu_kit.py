@@ -1,0 +1,124 @@
+"""The GPU check kit (tools/gpu): the pinned bundle, its offline install, and the GPU report's plumbing.
+
+The real bundle (~700 MB) is not downloaded here: the build and install run on a bundle of a hand-made
+wheel and the project's own wheel, through the same commands.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GPU_TOOLS = ROOT / "tools" / "gpu"
+sys.path.insert(0, str(GPU_TOOLS))
+import bundle  # noqa: E402
+import check  # noqa: E402
+
+LOCK_LINE = re.compile(r"^(?P<name>[a-z0-9-]+)==(?P<version>\S+) --hash=sha256:[0-9a-f]{64}$")
+
+
+def test_the_lock_pins_the_gpu_stack_by_hash_and_leaves_the_machine_torch_alone() -> None:
+    text = bundle.lock_path("3.12", 13).read_text()
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    pins = {}
+    for line in lines:
+        match = LOCK_LINE.match(line)
+        assert match, f"not pinned by version and hash: {line}"
+        pins[match["name"]] = match["version"]
+    needed = {"nvidia-dali-cuda130", "faiss-gpu-cuvs", "libcuvs-cu13", "libraft-cu13", "librmm-cu13",
+              "rapids-logger", "av", "pynvvideocodec", "pytest", "grpcio", "onnxruntime", "pyarrow"}
+    assert needed <= set(pins), needed - set(pins)
+    assert pins["faiss-gpu-cuvs"] == "1.15.1"
+    assert not {"torch", "faiss-cpu", "nvidia-cublas", "nvidia-cuda-runtime"} & set(pins)
+
+
+def _wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal pure-Python wheel holding module `name` (what pip needs: METADATA, WHEEL, RECORD)."""
+    dist = f"{name}-{version}.dist-info"
+    wheel = b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files = {f"{name}.py": b"ANSWER = 42\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+             f"{dist}/WHEEL": wheel}
+
+    def digest(data: bytes) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{path},sha256={digest(data)},{len(data)}\n" for path, data in files.items())
+    record += f"{dist}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in [*files.items(), (f"{dist}/RECORD", record.encode())]:
+            archive.writestr(member, data)
+    return path
+
+
+@pytest.mark.slow
+def test_a_bundle_builds_installs_offline_and_refuses_a_damaged_wheel(tmp_path: Path) -> None:
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    made = _wheel(wheelhouse, "gpu_kit_probe", "1.0")
+    lock = tmp_path / "test.lock"
+    lock.write_text(f"gpu-kit-probe==1.0 --hash=sha256:{bundle.sha256(made)}\n")
+    out = bundle.build("3.11", 13, tmp_path / "bundle", lock, find_links=wheelhouse)
+    manifest = check.verify(out)
+    assert sorted(manifest["files"]) == ["gpu_kit_probe-1.0-py3-none-any.whl",
+                                         next(p.name for p in out.glob("vidsearch-*.whl"))]
+
+    parts = tmp_path / "parts"
+    folders = bundle.split(out, parts, part_bytes=1_000_000)  # the project wheel (~16 MB) is cut in pieces
+    assert len(folders) > 2
+    assert all(sum(p.stat().st_size for p in f.iterdir()) <= 1_000_000 for f in folders)
+    joined = check.join_parts(parts, tmp_path / "joined")
+    assert check.verify(joined) == manifest
+
+    target = tmp_path / "site"
+    tool = [sys.executable, str(GPU_TOOLS / "check.py"), "--target", str(target), "--install-only"]
+    first = subprocess.run([*tool, "--parts", str(parts)], capture_output=True, text=True, check=True)
+    assert "installed into" in first.stdout
+    again = subprocess.run([*tool, "--bundle", str(joined)], capture_output=True, text=True, check=True)
+    assert "already in" in again.stdout
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    probe = "import gpu_kit_probe, vidsearch.formats.atomic as a; print(gpu_kit_probe.ANSWER, a.__file__)"
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert shown[0] == "42"
+    assert shown[1].startswith(str(target))  # the bundle's copy, not the checkout
+
+    damaged = joined / "gpu_kit_probe-1.0-py3-none-any.whl"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    refused = subprocess.run([*tool, "--bundle", str(joined)], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "gpu_kit_probe-1.0-py3-none-any.whl: SHA-256 differs" in refused.stderr
+
+
+def _report(tmp_path: Path, *sections: str) -> dict:
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(out),
+                    "--sections", *sections], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return dict(json.loads(out.read_text())["sections"])
+
+
+@pytest.mark.slow
+def test_the_gpu_report_compares_decoders_for_real_and_marks_gpu_sections_skipped(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the report on a machine without a GPU")
+    report = _report(tmp_path, "decode_parity", "models", "faiss")
+    codecs = report["decode_parity"]["codecs"]
+    assert codecs["vp9"]["status"] == "ok"  # DALI's CPU decoder against PyAV, through the report's own code
+    assert codecs["vp9"]["mean_abs_grey"] <= 1.0
+    assert codecs["vp9"]["frames_out_of_order"] == 0
+    assert "only on a GPU" in codecs["h264"]["error"]
+    assert report["models"] == {"status": "skipped", "reason": "no CUDA GPU"}
+    assert report["faiss"]["status"] == "skipped"
