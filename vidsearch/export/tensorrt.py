@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from vidsearch.errors import ExportError, MissingDependencyError
+from vidsearch.errors import ExportError
 from vidsearch.export.config import Precision
 from vidsearch.export.parity import Runner
 
@@ -37,16 +37,6 @@ def import_tensorrt() -> ModuleType | None:
     except ImportError as err:
         log.info("tensorrt does not import here (%s)", err)
         return None
-
-
-def require_tensorrt() -> ModuleType:
-    module = import_tensorrt()
-    if module is None:
-        raise MissingDependencyError(
-            "TensorRT engines need the `tensorrt` Python module and a CUDA GPU: run the export on a GPU "
-            "machine (e.g. inside NVIDIA's TensorRT or Triton container)"
-        )
-    return module
 
 
 def buffer_device(device: str | None = None) -> str:

@@ -222,9 +222,6 @@ class MetadataStore:
         where = " AND ".join(clauses) or "1"
         return self._ids(f"SELECT id FROM clips WHERE {where} ORDER BY id", params)
 
-    def all_ids(self) -> np.ndarray:
-        return self._ids("SELECT id FROM clips ORDER BY id", ())
-
     def tombstones(self) -> np.ndarray:
         return self._ids("SELECT id FROM tombstones ORDER BY id", ())
 
@@ -233,10 +230,6 @@ class MetadataStore:
 
     def video_count(self) -> int:
         return int(self._conn().execute("SELECT count(DISTINCT video_id) FROM clips").fetchone()[0])
-
-    def models(self) -> list[str]:
-        rows = self._conn().execute("SELECT DISTINCT model FROM clips ORDER BY model").fetchall()
-        return [str(row[0]) for row in rows]
 
     # -- snapshots -------------------------------------------------------------------------------
 

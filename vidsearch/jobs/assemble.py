@@ -50,11 +50,6 @@ class Assembler:
         self._pending.setdefault(end.video_id, _Pending()).end = end
         self._check(end.video_id)
 
-    @property
-    def open_videos(self) -> int:
-        """Videos begun but not complete (bounded by the workers and queues, not by the collection)."""
-        return len(self._pending)
-
     def take(self) -> list[VideoResult]:
         """The videos completed since the last call."""
         done, self._complete = self._complete, []

@@ -89,11 +89,10 @@ class LimitSettings(_Section):
 
 
 class VideoSettings(_Section):
-    """How videos are cut into clips (requests may override) and how long one file may take to read."""
+    """How videos are cut into clips (requests may override; a request's deadline bounds its reading)."""
 
     clip_length_s: float = Field(default=10.0, gt=0)
     clip_stride_s: float | None = Field(default=None, gt=0)
-    decode_time_limit_s: float = Field(default=120.0, gt=0)
 
 
 class ServerSettings(BaseSettings):
