@@ -35,7 +35,15 @@ from typing import Any
 import av
 import numpy as np
 
-from vidsearch.video import ClipSpec, Preprocess, ReadOptions, get_preset, probe, read_clips, segment
+from vidsearch.video import (
+    ClipSpec,
+    Preprocess,
+    ReadOptions,
+    get_preprocess_preset,
+    probe,
+    read_clips,
+    segment,
+)
 from vidsearch.video.plan import clip_frames
 from vidsearch.video.source import Deadline, open_input
 from vidsearch.video.timeline import scan_timeline
@@ -176,7 +184,7 @@ def main() -> None:
         path = make_video(codec)
         info = probe(path)
         for preset in args.presets.split(","):
-            spec = get_preset(preset)
+            spec = get_preprocess_preset(preset)
             numbers = frame_numbers(path, spec)
             # Interleave the methods within each repeat round, so that load from other processes
             # on a shared machine falls on all of them alike.

@@ -13,7 +13,7 @@ from vidsearch.errors import ConfigError, JobError
 from vidsearch.jobs import decoding
 from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, VideoEnd, decode_video, resolve_decoder
 from vidsearch.jobs.inputs import list_inputs
-from vidsearch.video import Clip, ClipSpec, Preprocess, ReadOptions, get_preset
+from vidsearch.video import Clip, ClipSpec, Preprocess, ReadOptions, get_preprocess_preset
 
 from .conftest import CLIP_LEN, SCENES, Corpus
 
@@ -38,7 +38,7 @@ def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(decoding, "gpu_count", lambda: 1)
     monkeypatch.setattr(dali, "dali_read_clips", fake_dali_read_clips)
     assert resolve_decoder("auto") == "dali"
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     settings = DecodeSettings(spec, ClipSpec(CLIP_LEN), None, ReadOptions(), "dali", device_id=0)
     item = list_inputs(str(corpus.videos[0]))[0]
     events = list(decode_video(item, settings))

@@ -30,7 +30,7 @@ from .helpers import job, read_output
 
 
 class _NoDeadline:
-    """The gRPC context a `Deadline` reads: no deadline, never cancelled."""
+    """The gRPC context a `RequestDeadline` reads: no deadline, never cancelled."""
 
     def time_remaining(self) -> None:
         return None
@@ -60,12 +60,12 @@ def test_embeds_every_clip_into_shards(repository: Repository, corpus: Corpus, t
     assert (out / "failures.jsonl").read_text() == ""
 
     # the same vectors as the Ingest RPC's path through the server (ARCHITECTURE: one preprocessing)
-    from vidsearch.serving.deadline import Deadline
+    from vidsearch.serving.deadline import RequestDeadline
 
     runtime = open_runtime(RuntimeConfig(model_repository=repository.path, threads=1))
     try:
         models = VideoModels(runtime, VideoSettings(clip_length_s=CLIP_LEN))
-        deadline = Deadline(_NoDeadline(), 60.0)  # type: ignore[arg-type]
+        deadline = RequestDeadline(_NoDeadline(), 60.0)  # type: ignore[arg-type]
         video = corpus.videos[3]
         clips, duration = models.segment(video, ClipSpec(CLIP_LEN), deadline)
         served = models.embed(video, clips, duration, deadline)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from vidsearch.training.config import Recipe, recipe_from_dict
-from vidsearch.training.distributed import Runtime, runtime
+from vidsearch.training.distributed import ProcessPlacement, process_placement
 from vidsearch.training.viclip import ViCLIPObjective, build_model, train_viclip
 
 
@@ -28,7 +28,7 @@ def global_batch(size: int) -> dict[str, torch.Tensor]:
     }
 
 
-def gradients(recipe: Recipe, run: Runtime, out: Path) -> None:
+def gradients(recipe: Recipe, run: ProcessPlacement, out: Path) -> None:
     torch.manual_seed(0)
     objective = ViCLIPObjective(build_model(recipe), mask_ratio=0.0)
     module = DistributedDataParallel(objective)
@@ -46,6 +46,6 @@ def gradients(recipe: Recipe, run: Runtime, out: Path) -> None:
 if __name__ == "__main__":
     recipe_file, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     recipe = recipe_from_dict(json.loads(recipe_file.read_text()))
-    with runtime("cpu") as run:  # one process group for both parts (train_viclip joins it)
+    with process_placement("cpu") as run:  # one process group for both parts (train_viclip joins it)
         gradients(recipe, run, out_dir)
         train_viclip(recipe, out_dir / "run")

@@ -9,7 +9,7 @@ from vidsearch.errors import CheckpointError, ConfigError
 from vidsearch.models import create_model
 from vidsearch.training.artifact import load_model_folder
 from vidsearch.training.config import recipe_from_dict
-from vidsearch.training.distributed import Runtime
+from vidsearch.training.distributed import ProcessPlacement
 from vidsearch.training.loop import LoopConfig, Trainer
 from vidsearch.training.optim import OptimConfig
 from vidsearch.training.sampler import Shard
@@ -154,7 +154,7 @@ def test_finetune_optimiser_decays_the_learning_rate_layer_by_layer(tmp_path: Pa
     model = create_model("videomae-v2-s", **ENCODER, num_classes=3)
     loop = LoopConfig(steps=1, batch_size=1)
     optim = OptimConfig(lr=1.0, layer_decay=0.5)
-    run = Runtime(torch.device("cpu"), Shard())
+    run = ProcessPlacement(torch.device("cpu"), Shard())
     trainer = Trainer(ClassifierObjective(model, 0.1), [], loop, optim, run, tmp_path, {}, depth=2)  # type: ignore[arg-type]
     lr = {name: group["lr"] for group in trainer.optimizer.param_groups for name in group["names"]}
     assert lr["head.weight"] == 1.0

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+from vidsearch.video import ClipSpec, get_preprocess_preset, probe, read_clips, segment
 
 
 def _status_kb(field: str) -> int:
@@ -19,7 +19,7 @@ def _status_kb(field: str) -> int:
 
 
 def main(path: str, clip_length_s: float) -> None:
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     before = _status_kb("VmRSS") * 1024
     info = probe(path)
     clips = segment(info, ClipSpec(length_s=clip_length_s))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vidsearch.errors import VideoDecodeError, VideoError
-from vidsearch.video import ClipSpec, ReadOptions, get_preset, probe, read_clips, segment
+from vidsearch.video import ClipSpec, ReadOptions, get_preprocess_preset, probe, read_clips, segment
 
 from .media import (
     VideoFactory,
@@ -23,7 +23,7 @@ from .media import (
     write_empty_video_track,
 )
 
-SPEC = get_preset("viclip")
+SPEC = get_preprocess_preset("viclip")
 CLIPS = ClipSpec(length_s=1.0)
 SKIP = ReadOptions(on_clip_error="skip")
 

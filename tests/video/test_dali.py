@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vidsearch.errors import MissingDependencyError, VideoDecodeError
-from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+from vidsearch.video import ClipSpec, get_preprocess_preset, probe, read_clips, segment
 from vidsearch.video.dali import Device, build_pipeline, dali_read_clips
 
 from .media import VideoFactory, VideoSpec
@@ -29,7 +29,7 @@ FILES = {
 
 
 def _compare(path: Path, preset: str, device: Device = "cpu", device_id: int | None = None) -> None:
-    spec = get_preset(preset)
+    spec = get_preprocess_preset(preset)
     clips = segment(probe(path), ClipSpec(length_s=0.5))
     ours = list(read_clips(path, clips, spec))
     theirs = list(dali_read_clips(path, clips, spec, device=device, batch_size=2, device_id=device_id))
@@ -50,12 +50,12 @@ def test_cpu_pipeline_matches_the_pyav_path(video_factory: VideoFactory, file_na
 
 
 def test_gpu_pipeline_is_defined_and_serialised_without_a_gpu() -> None:
-    pipe = build_pipeline(get_preset("videomae_v2"), device="gpu", batch_size=4, device_id=None)
+    pipe = build_pipeline(get_preprocess_preset("videomae_v2"), device="gpu", batch_size=4, device_id=None)
     serialised = pipe.serialize()  # what a Triton DALI model stores (model.dali)
     assert b"decoders__Video" in serialised
     assert b"device\x12\x06string*\x05mixed" in serialised  # the decoder runs on the GPU (NVDEC)
     assert b"__Video_0\x12\x03gpu" in serialised  # and hands frames on in GPU memory
-    cpu = build_pipeline(get_preset("videomae_v2"), device="cpu", batch_size=4).serialize()
+    cpu = build_pipeline(get_preprocess_preset("videomae_v2"), device="cpu", batch_size=4).serialize()
     assert b"device\x12\x06string*\x05mixed" not in cpu  # the CPU variant differs only in the device
     assert b"__Video_0\x12\x03cpu" in cpu
 
@@ -63,7 +63,7 @@ def test_gpu_pipeline_is_defined_and_serialised_without_a_gpu() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks how a GPU-less machine fails")
 def test_running_the_gpu_pipeline_without_a_gpu_fails_plainly(video_factory: VideoFactory) -> None:
     with pytest.raises(RuntimeError, match="CUDA"):
-        build_pipeline(get_preset("viclip"), device="gpu", device_id=0).build()
+        build_pipeline(get_preprocess_preset("viclip"), device="gpu", device_id=0).build()
 
 
 @pytest.mark.gpu
@@ -75,16 +75,16 @@ def test_cpu_decoding_of_h264_is_refused_with_the_reason(video_factory: VideoFac
     path = video_factory.make(frames=30)
     clips = segment(probe(path), ClipSpec())
     with pytest.raises(VideoDecodeError, match="DALI decodes h264 only on a GPU"):
-        list(dali_read_clips(path, clips, get_preset("viclip")))
+        list(dali_read_clips(path, clips, get_preprocess_preset("viclip")))
 
 
 def test_rotated_video_is_refused(video_factory: VideoFactory) -> None:
     path = video_factory.make(codec="libvpx-vp9", suffix=".webm", frames=15, rotation=90)
     with pytest.raises(VideoDecodeError, match="rotated video"):
-        list(dali_read_clips(path, segment(probe(path), ClipSpec()), get_preset("viclip")))
+        list(dali_read_clips(path, segment(probe(path), ClipSpec()), get_preprocess_preset("viclip")))
 
 
 def test_without_dali_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # what Python does when it is not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'vidsearch\[gpu\]'"):
-        build_pipeline(get_preset("viclip"), device="cpu")
+        build_pipeline(get_preprocess_preset("viclip"), device="cpu")

@@ -12,7 +12,7 @@ from vidsearch.video import (
     ClipSpec,
     ReadOptions,
     SamplingRule,
-    get_preset,
+    get_preprocess_preset,
     probe,
     read_clips,
     read_frames,
@@ -118,7 +118,7 @@ def test_open_gops_decode_their_leading_frames_from_the_previous_group(video_fac
 def test_read_clips_gives_normalised_tensors_of_the_spec(
     video_factory: VideoFactory, preset: str, width: int, height: int
 ) -> None:
-    spec = get_preset(preset)
+    spec = get_preprocess_preset(preset)
     path = video_factory.make(width=width, height=height, frames=90, gop=30)
     clips = segment(probe(path), ClipSpec(length_s=1.5))
     times, images = full_decode(path)
@@ -146,7 +146,7 @@ def test_rotated_video_is_turned_as_a_player_shows_it(video_factory: VideoFactor
 
 def test_bytes_and_file_objects_read_like_the_path(video_factory: VideoFactory) -> None:
     path = video_factory.make(codec="libvpx-vp9", suffix=".webm", frames=60, gop=10)
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     clips = segment(probe(path), ClipSpec(length_s=1.0))
     expected = list(read_clips(path, clips, spec))
     with open(path, "rb") as handle:

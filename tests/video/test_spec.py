@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 
 from vidsearch.errors import ConfigError
-from vidsearch.video import Preprocess, SamplingRule, get_preset, list_presets
+from vidsearch.video import Preprocess, SamplingRule, get_preprocess_preset, list_preprocess_presets
 from vidsearch.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_presets_follow_the_official_preprocessing() -> None:
-    assert list_presets() == ["viclip", "videomae_v2"]
-    viclip = get_preset("viclip")
+    assert list_preprocess_presets() == ["viclip", "videomae_v2"]
+    viclip = get_preprocess_preset("viclip")
     assert viclip.sampling == SamplingRule(8, "segment_middle")
     assert (viclip.size, viclip.resize, viclip.interpolation, viclip.antialias) == ((224, 224), "direct",
                                                                                    "bilinear", False)
     assert (viclip.mean, viclip.std, viclip.channels) == (IMAGENET_MEAN, IMAGENET_STD, "RGB")
     assert viclip.output_shape == (8, 3, 224, 224)
-    videomae = get_preset("videomae_v2")
+    videomae = get_preprocess_preset("videomae_v2")
     assert videomae.sampling == SamplingRule(16, "centre_stride", stride_frames=4)
     assert (videomae.resize, videomae.short_side, videomae.layout) == ("short_side_crop", 224, "CTHW")
     assert videomae.output_shape == (3, 16, 224, 224)
@@ -29,14 +29,14 @@ def test_presets_follow_the_official_preprocessing() -> None:
 
 @pytest.mark.parametrize("name", ["viclip", "videomae_v2"])
 def test_dict_and_json_round_trip(name: str) -> None:
-    spec = get_preset(name)
+    spec = get_preprocess_preset(name)
     data = spec.to_dict()
     assert Preprocess.from_dict(json.loads(json.dumps(data))) == spec
     assert data["version"] == 1
 
 
 def test_digest_is_short_stable_and_sensitive() -> None:
-    viclip, videomae = get_preset("viclip"), get_preset("videomae_v2")
+    viclip, videomae = get_preprocess_preset("viclip"), get_preprocess_preset("videomae_v2")
     # Golden values: a change here changes the hash stored with every embedding. Bump the spec
     # version instead of editing these lines.
     assert viclip.digest() == "3e27075ed815e108"
@@ -60,23 +60,24 @@ def test_equal_specs_give_equal_digests_whatever_the_number_types() -> None:
 
 
 def test_digest_is_the_same_in_another_process() -> None:
-    code = "from vidsearch.video import get_preset; print(get_preset('videomae_v2').digest())"
+    code = ("from vidsearch.video import get_preprocess_preset; "
+            "print(get_preprocess_preset('videomae_v2').digest())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == get_preset("videomae_v2").digest()
+    assert out.stdout.strip() == get_preprocess_preset("videomae_v2").digest()
 
 
 def test_reading_a_spec_loads_neither_pyav_nor_torch() -> None:
-    code = ("import sys; from vidsearch.video import get_preset; get_preset('viclip'); "
+    code = ("import sys; from vidsearch.video import get_preprocess_preset; get_preprocess_preset('viclip'); "
             "print('av' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
 
 def test_a_users_preset_file(tmp_path: Path) -> None:
-    spec = dataclasses.replace(get_preset("viclip"), channels="BGR", size=(256, 256))
+    spec = dataclasses.replace(get_preprocess_preset("viclip"), channels="BGR", size=(256, 256))
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(spec.to_dict()))
-    assert get_preset(path) == spec
+    assert get_preprocess_preset(path) == spec
 
 
 @pytest.mark.parametrize(
@@ -95,7 +96,7 @@ def test_a_users_preset_file(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_specs_say_what_is_wrong(change: dict[str, object], message: str) -> None:
-    data = {**get_preset("viclip").to_dict(), **change}
+    data = {**get_preprocess_preset("viclip").to_dict(), **change}
     with pytest.raises(ConfigError) as excinfo:
         Preprocess.from_dict(data)
     assert message in str(excinfo.value)
@@ -108,4 +109,4 @@ def test_short_side_crop_needs_a_short_side_at_least_the_crop() -> None:
 
 def test_unknown_preset_names_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown preset 'clip'.*viclip"):
-        get_preset("clip")
+        get_preprocess_preset("clip")

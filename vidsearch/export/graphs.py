@@ -115,7 +115,7 @@ def tokenizer_info(context_length: int, vocab_size: int) -> dict[str, Any]:
 
 def scaled_preprocess(preset: str, image_size: int, frames: int) -> video_preprocess.Preprocess:
     """The shipped preprocessing preset, resized and re-sampled to the model's input."""
-    spec = video_preprocess.get_preset(preset)
+    spec = video_preprocess.get_preprocess_preset(preset)
     short_side = None
     if spec.short_side is not None:
         short_side = math.ceil(spec.short_side * image_size / max(spec.size))

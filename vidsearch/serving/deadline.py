@@ -7,7 +7,7 @@ import grpc
 from vidsearch.errors import DeadlineExceededError
 
 
-class Deadline:
+class RequestDeadline:
     """Time left for one request; `remaining()` raises once it is spent, so long work stops early."""
 
     def __init__(self, context: grpc.ServicerContext, default_s: float) -> None:

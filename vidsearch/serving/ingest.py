@@ -21,7 +21,7 @@ from vidsearch.errors import (
 )
 from vidsearch.index import ClipRecord
 from vidsearch.index.base import clip_id
-from vidsearch.serving.deadline import Deadline
+from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.media import VideoModels
 from vidsearch.serving.paths import AllowedPath, AllowedRoots
@@ -61,7 +61,8 @@ class Ingester:
                 checked.append(_Item(item, None, err))
         return checked
 
-    def ingest(self, request: pb.IngestRequest, spec: ClipSpec, deadline: Deadline) -> pb.IngestResponse:
+    def ingest(self, request: pb.IngestRequest, spec: ClipSpec,
+               deadline: RequestDeadline) -> pb.IngestResponse:
         results = []
         for item in self._check(request.items):
             try:
@@ -77,7 +78,7 @@ class Ingester:
         version = self._handle.changed() if added else self._handle.version
         return pb.IngestResponse(results=results, clips_added=added, index_version=version)
 
-    def _one(self, item: _Item, spec: ClipSpec, replace: bool, deadline: Deadline) -> pb.IngestResult:
+    def _one(self, item: _Item, spec: ClipSpec, replace: bool, deadline: RequestDeadline) -> pb.IngestResult:
         if item.problem is not None:
             raise item.problem
         assert item.allowed is not None

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from vidsearch.errors import ConfigError, RequestError, VideoDecodeError
 from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.repository import ModelSpec
-from vidsearch.serving.deadline import Deadline
+from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.settings import VideoSettings
 from vidsearch.video import Clip, ClipSpec, ReadOptions, VideoSource, probe, read_clips, segment
@@ -54,7 +54,7 @@ def within(clips: list[Clip], start_s: float, end_s: float) -> list[Clip]:
 
 
 @contextmanager
-def _deadline_first(deadline: Deadline) -> Iterator[None]:
+def _deadline_first(deadline: RequestDeadline) -> Iterator[None]:
     """A decode that failed because the request's time ran out is a passed deadline, not a bad video."""
     try:
         yield
@@ -70,19 +70,20 @@ class VideoModels:
         self._runtime = runtime
         self._settings = settings
 
-    def segment(self, source: VideoSource, spec: ClipSpec, deadline: Deadline) -> tuple[list[Clip], float]:
+    def segment(self, source: VideoSource, spec: ClipSpec,
+                deadline: RequestDeadline) -> tuple[list[Clip], float]:
         with _deadline_first(deadline):
             info = probe(source, time_limit_s=deadline.remaining())
         return segment(info, spec), info.duration_s
 
     def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
-              deadline: Deadline) -> ClipOutputs:
+              deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
         model = self._model(self._runtime.models.vision, "video embeddings (viclip_vision)")
         return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
 
     def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
-                 deadline: Deadline) -> ClipOutputs:
+                 deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
         model = self._model(self._runtime.models.classifier, "classification (videomae_v2)")
         return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
@@ -93,7 +94,7 @@ class VideoModels:
         return model
 
     def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelSpec,
-             run: ModelCall, deadline: Deadline) -> ClipOutputs:
+             run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
         """Decode and preprocess the clips by the model's spec, and run them in slices of its batch limit."""
         assert model.preprocess is not None
         options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)

@@ -16,7 +16,7 @@ from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
 from vidsearch.index import SearchOptions, SearchPage
 from vidsearch.runtime.base import Runtime
 from vidsearch.serving import classify, convert
-from vidsearch.serving.deadline import Deadline
+from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.ingest import Ingester
 from vidsearch.serving.media import VideoModels, clip_spec, within
@@ -51,8 +51,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         classes = classifier.output("LOGITS").shape[-1] if classifier else 0
         self._class_names = classify.class_names(settings.classifier_labels, classes) if classifier else []
 
-    def _deadline(self, context: grpc.ServicerContext) -> Deadline:
-        return Deadline(context, self._limits.default_deadline_s)
+    def _deadline(self, context: grpc.ServicerContext) -> RequestDeadline:
+        return RequestDeadline(context, self._limits.default_deadline_s)
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             return self._roots.check(path).path
         raise RequestError("give the video as bytes (`video`) or as a path under an allowed root (`path`)")
 
-    def _upload(self, messages: Iterator[pb.EmbedVideoRequest], deadline: Deadline
+    def _upload(self, messages: Iterator[pb.EmbedVideoRequest], deadline: RequestDeadline
                 ) -> tuple[VideoSource, pb.ClipOptions | None]:
         """The streamed input: one message naming a path, or the file's bytes in chunks."""
         chunks: list[bytes] = []

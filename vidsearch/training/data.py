@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from vidsearch.errors import ConfigError
 from vidsearch.training.config import DataConfig
 from vidsearch.training.datasets import CachedClipDataset, ClipDataset, Item, ItemSpec, build_cache
-from vidsearch.training.distributed import Runtime, barrier
+from vidsearch.training.distributed import ProcessPlacement, barrier
 from vidsearch.training.synthetic import SynthSpec, generate
 from vidsearch.video import Preprocess
 from vidsearch.video.manifest import Manifest, read_manifest
@@ -32,7 +32,9 @@ class Manifests:
     test: Manifest | None
 
 
-def _synthetic(spec: SynthSpec, folder: Path, workers: int, run: Runtime, progress: Progress | None) -> None:
+def _synthetic(
+    spec: SynthSpec, folder: Path, workers: int, run: ProcessPlacement, progress: Progress | None
+) -> None:
     """Generate the synthetic set into `folder` unless the same spec is already there."""
     meta = folder / "synth.json"
     if run.is_main:
@@ -44,7 +46,7 @@ def _synthetic(spec: SynthSpec, folder: Path, workers: int, run: Runtime, progre
 
 
 def resolve_manifests(
-    data: DataConfig, out_dir: Path, run: Runtime, progress: Progress | None = None
+    data: DataConfig, out_dir: Path, run: ProcessPlacement, progress: Progress | None = None
 ) -> Manifests:
     """The train (and test) manifests of a data section, generating the synthetic set if needed."""
     if data.train is not None:
@@ -69,7 +71,7 @@ def clip_dataset(
     spec: ItemSpec,
     data: DataConfig,
     cache_dir: Path,
-    run: Runtime,
+    run: ProcessPlacement,
     progress: Progress | None = None,
     stage: str = "cache",
 ) -> Dataset[Item]:

@@ -24,7 +24,9 @@ DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
-class Runtime:
+class ProcessPlacement:
+    """The device a training process uses and its shard of a `torchrun` job (a group of one without it)."""
+
     device: torch.device
     shard: Shard
 
@@ -46,8 +48,8 @@ def _device(choice: DeviceChoice, local_rank: int) -> torch.device:
 
 
 @contextmanager
-def runtime(choice: DeviceChoice = "auto") -> Iterator[Runtime]:
-    """This process's runtime; joins (and finally leaves) the process group under `torchrun`."""
+def process_placement(choice: DeviceChoice = "auto") -> Iterator[ProcessPlacement]:
+    """Where this process runs; joins (and finally leaves) the process group under `torchrun`."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -61,7 +63,7 @@ def runtime(choice: DeviceChoice = "auto") -> Iterator[Runtime]:
         opened = True
         log.info("process %d of %d joined the %s group on %s", rank, world, backend, device)
     try:
-        yield Runtime(device, Shard(rank, world))
+        yield ProcessPlacement(device, Shard(rank, world))
         if opened:  # leave together: a gloo group torn down while a peer still works can abort the process
             dist.barrier()
     finally:
@@ -69,7 +71,7 @@ def runtime(choice: DeviceChoice = "auto") -> Iterator[Runtime]:
             dist.destroy_process_group()
 
 
-def all_gather_objects(obj: Any, run: Runtime) -> list[Any]:
+def all_gather_objects(obj: Any, run: ProcessPlacement) -> list[Any]:
     """`obj` of every process, in rank order (just `[obj]` outside a group)."""
     if not run.distributed:
         return [obj]
@@ -78,6 +80,6 @@ def all_gather_objects(obj: Any, run: Runtime) -> list[Any]:
     return out
 
 
-def barrier(run: Runtime) -> None:
+def barrier(run: ProcessPlacement) -> None:
     if run.distributed:
         dist.barrier()

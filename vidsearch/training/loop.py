@@ -30,7 +30,7 @@ from vidsearch.training.checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from vidsearch.training.distributed import Runtime, all_gather_objects
+from vidsearch.training.distributed import ProcessPlacement, all_gather_objects
 from vidsearch.training.optim import OptimConfig, build_optimizer, build_scheduler
 from vidsearch.training.sampler import ResumableBatchSampler
 
@@ -104,7 +104,7 @@ class Trainer:
         dataset: Dataset[Any],
         loop: LoopConfig,
         optim: OptimConfig,
-        run: Runtime,
+        run: ProcessPlacement,
         out_dir: Path,
         recipe: Mapping[str, Any],
         depth: int = 0,

@@ -24,12 +24,12 @@ from vidsearch.training.artifact import load_model_folder, save_model_folder, up
 from vidsearch.training.config import Recipe
 from vidsearch.training.data import Progress, clip_dataset, resolve_manifests
 from vidsearch.training.datasets import ItemSpec, group_ids
-from vidsearch.training.distributed import Runtime, runtime
+from vidsearch.training.distributed import ProcessPlacement, process_placement
 from vidsearch.training.loop import StepCallback, Trainer, TrainResult
 from vidsearch.training.losses import MIN_TEMPERATURE, clamp_temperature, video_text_contrastive_loss
 from vidsearch.training.sampler import Shard
 from vidsearch.training.viclip_eval import evaluate_viclip
-from vidsearch.video import Preprocess, get_preset
+from vidsearch.video import Preprocess, get_preprocess_preset
 from vidsearch.video.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def build_model(recipe: Recipe) -> ViCLIP:
 
 def preprocess_of(recipe: Recipe) -> Preprocess:
     if isinstance(recipe.preprocess, str):
-        return get_preset(recipe.preprocess)
+        return get_preprocess_preset(recipe.preprocess)
     return Preprocess.from_dict(dict(recipe.preprocess))
 
 
@@ -162,7 +162,7 @@ def _export_and_evaluate(
     if test is None:
         return model_dir, {}
     started = time.perf_counter()
-    alone = Runtime(torch.device("cpu"), Shard())
+    alone = ProcessPlacement(torch.device("cpu"), Shard())
     test_set = clip_dataset(
         test, preprocess, ItemSpec(), recipe.data, out_dir / "cache", alone, progress, "cache test"
     )
@@ -188,7 +188,7 @@ def train_viclip(
         raise ConfigError(f"train_viclip runs 'viclip' recipes, this one is {recipe.task!r}")
     preprocess = preprocess_of(recipe)
     started = time.perf_counter()
-    with runtime(recipe.device) as run:
+    with process_placement(recipe.device) as run:
         torch.manual_seed(recipe.loop.seed + run.shard.rank)
         manifests = resolve_manifests(recipe.data, out_dir, run, progress)
         spec = ItemSpec(get_tokenizer(), group_ids(manifests.train, recipe.data.positives))

@@ -33,7 +33,7 @@ from vidsearch.training.artifact import save_model_folder
 from vidsearch.training.config import Recipe
 from vidsearch.training.data import Progress, clip_dataset, resolve_manifests
 from vidsearch.training.datasets import ItemSpec
-from vidsearch.training.distributed import runtime
+from vidsearch.training.distributed import process_placement
 from vidsearch.training.loop import StepCallback, Trainer, TrainResult
 from vidsearch.training.viclip import preprocess_of
 from vidsearch.training.videomae_eval import evaluate_classifier
@@ -194,7 +194,7 @@ def train_videomae(
     preprocess = preprocess_of(recipe)
     _check_targets_preprocess(preprocess)
     started = time.perf_counter()
-    with runtime(recipe.device) as run:
+    with process_placement(recipe.device) as run:
         manifests = resolve_manifests(recipe.data, out_dir, run, progress)
         finetune = recipe.task == "videomae-finetune"
         labels = manifests.train.labels()

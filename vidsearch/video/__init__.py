@@ -26,8 +26,8 @@ _EXPORTS = {
     "SamplingRule": "sampling",
     "sample_timestamps": "sampling",
     "Preprocess": "preprocess",
-    "get_preset": "preprocess",
-    "list_presets": "preprocess",
+    "get_preprocess_preset": "preprocess",
+    "list_preprocess_presets": "preprocess",
     "ClipFrames": "decode",
     "ClipStream": "decode",
     "DecodeStats": "decode",
@@ -52,8 +52,8 @@ __all__ = [
     "VideoInfo",
     "VideoSource",
     "detect_cuts",
-    "get_preset",
-    "list_presets",
+    "get_preprocess_preset",
+    "list_preprocess_presets",
     "probe",
     "read_clips",
     "read_frames",
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
         read_clips,
         read_frames,
     )
-    from vidsearch.video.preprocess import Preprocess, get_preset, list_presets
+    from vidsearch.video.preprocess import Preprocess, get_preprocess_preset, list_preprocess_presets
     from vidsearch.video.probing import VideoInfo, probe
     from vidsearch.video.sampling import SamplingRule, sample_timestamps
     from vidsearch.video.shots import ShotSpec, detect_cuts

@@ -114,13 +114,13 @@ class Preprocess:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def list_presets() -> list[str]:
+def list_preprocess_presets() -> list[str]:
     """Names of the preprocessing presets that ship with vidsearch."""
     folder = resources.files("vidsearch.video") / "presets"
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-def get_preset(name_or_path: str | Path) -> Preprocess:
+def get_preprocess_preset(name_or_path: str | Path) -> Preprocess:
     """A shipped preset by name (`viclip`, `videomae_v2`), or a user's JSON file of the same shape."""
     path = Path(name_or_path)
     if path.suffix == ".json":
@@ -128,8 +128,9 @@ def get_preset(name_or_path: str | Path) -> Preprocess:
             raise ConfigError(f"preprocess: no preset file {path}")
         text = path.read_text()
     else:
-        if str(name_or_path) not in list_presets():
-            raise ConfigError(f"preprocess: unknown preset {str(name_or_path)!r}; known: {list_presets()}")
+        known = list_preprocess_presets()
+        if str(name_or_path) not in known:
+            raise ConfigError(f"preprocess: unknown preset {str(name_or_path)!r}; known: {known}")
         text = (resources.files("vidsearch.video") / "presets" / f"{name_or_path}.json").read_text()
     try:
         data = json.loads(text)
