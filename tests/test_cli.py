@@ -1,19 +1,30 @@
+"""The `vidsearch` command as a whole: its version, its command list, and one exit-status rule for all."""
+
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
-from vidsearch import __version__
 from vidsearch.cli import app
+from vidsearch.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+
+COMMANDS = {"version", "presets", "index", "export", "train", "data", "video", "serve", "search", "demo",
+            "embed"}
 
 
-def test_version_prints_the_installed_version() -> None:
+def test_version_prints_the_installed_distributions_version() -> None:
     result = CliRunner().invoke(app, ["version"])
-    assert result.exit_code == 0
-    assert result.stdout.strip() == __version__ == "0.1.0"
+    assert result.exit_code == EXIT_OK
+    assert result.stdout.strip() == version("vidsearch")
 
 
-def test_help_lists_subcommands() -> None:
-    result = CliRunner().invoke(app, ["--help"])
-    assert result.exit_code == 0
-    assert "version" in result.stdout
+def test_help_lists_every_command_and_no_other() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == EXIT_OK
+    listed = {line.split()[1] for line in result.stdout.splitlines()
+              if line.startswith("│ ") and len(line.split()) > 2 and line.split()[1][0].isalpha()}
+    assert listed == COMMANDS
 
 
 def test_presets_lists_every_shipped_preset_with_its_family() -> None:
@@ -22,3 +33,47 @@ def test_presets_lists_every_shipped_preset_with_its_family() -> None:
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
     assert {"viclip-b16", "viclip-l14", "videomae-v2-g", "videomae-v2-s-pretrain"} <= rows.keys()
     assert "videomae_v2_pretrain" in rows["videomae-v2-s-pretrain"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search"],  # no query
+        ["embed", "videos"],  # no --out, no --model-repository
+        ["index", "build", "--out", "x"],  # no --from
+        ["index", "build", "--from", "s", "--out", "x", "--gpu", "sometimes"],
+        ["video", "clips", "v.mp4", "--length", "long"],
+        ["export", "--model", "viclip-b16"],  # no --checkpoint
+        ["train", "viclip", "--set", "novalue"],
+        ["data", "synth"],  # no --out
+        ["serve", "--port", "many"],
+        ["no-such-command"],
+    ],
+)
+def test_bad_arguments_exit_with_the_usage_status(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == EXIT_USAGE, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["video", "probe", "{tmp}/absent.mp4"], "absent.mp4"),
+        (["index", "stats", "{tmp}"], "error:"),
+        (["index", "build", "--from", "{tmp}/none", "--out", "{tmp}/index"], "error:"),
+        (["export", "--model", "viclip-b16", "--checkpoint", "{tmp}/c.pt", "--out", "{tmp}/r"], "c.pt"),
+        (["train", "viclip", "--preset", "no-such-recipe", "--out", "{tmp}/run"], "no-such-recipe"),
+        (["data", "internvid", "{tmp}/absent.jsonl", "--out", "{tmp}/m.jsonl", "--videos", "{{id}}.mp4"],
+         "absent.jsonl"),
+        (["embed", "{tmp}/nothing-here", "--out", "{tmp}/out", "--model-repository", "{tmp}/repo"], "error:"),
+        (["serve", "--config", "{tmp}/absent.toml"], "absent.toml"),
+        (["search", "anything", "--server", "127.0.0.1:1", "--timeout", "2"], "UNAVAILABLE"),
+    ],
+)
+def test_errors_exit_with_the_error_status_and_say_what_was_wrong(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, [arg.format(tmp=tmp_path) for arg in args])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert result.output.startswith("error: ") or "\nerror: " in result.output
+    assert message in result.output

@@ -2,7 +2,17 @@
 
 Every error a user can cause derives from `VidsearchError`, so callers (the CLI, the gRPC servicer,
 batch jobs) can tell a bad input from a bug and report it with the message it carries.
+
+The `vidsearch` command turns them into its exit status, the same for every subcommand: `EXIT_OK`
+when all went well, `EXIT_ERROR` when a `VidsearchError` stopped it (message on stderr), `EXIT_USAGE`
+for arguments it cannot parse (Click's own status), and `EXIT_WITH_FAILURES` when a batch job finished
+but some inputs are in its failures file.
 """
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_WITH_FAILURES = 3
 
 
 class VidsearchError(Exception):

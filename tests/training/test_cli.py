@@ -4,6 +4,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
+from vidsearch.errors import EXIT_ERROR, EXIT_USAGE
 
 from .conftest import tiny_recipe, write_recipe
 
@@ -47,13 +48,20 @@ def test_train_viclip_from_a_recipe_file_with_overrides(synth_data: Path, tmp_pa
 
 def test_train_errors_are_reported_not_raised(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "viclip", "--preset", "no-such-recipe", "--out", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "unknown training recipe" in result.output
+    assert result.exit_code == EXIT_ERROR
+    assert "error: unknown training recipe" in result.output
     result = runner.invoke(app, ["train", "videomae-pretrain", "--preset", "demo", "--out", str(tmp_path)])
-    assert result.exit_code != 0
+    assert result.exit_code == EXIT_USAGE
     assert "viclip" in result.output
     result = runner.invoke(app, ["train", "viclip", "--set", "novalue"])
-    assert result.exit_code != 0
+    assert result.exit_code == EXIT_USAGE
+    assert "KEY=VALUE" in result.output
+
+
+def test_pretraining_takes_no_test_manifest(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "videomae-pretrain", "--test", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == EXIT_USAGE
+    assert "No such option: --test" in result.output
 
 
 def test_recipes_are_listed() -> None:

@@ -1,7 +1,8 @@
 """The `vidsearch embed` command: arguments in, `vidsearch.jobs.run_embed` out.
 
-Exit status: 0 every video embedded; 3 the job finished and some videos are in the failures file;
-1 the job could not run or stopped on an error; 2 bad arguments.
+Exit status (shared by every command, see `vidsearch.errors`): 0 every video embedded; 3 the job
+finished and some videos are in the failures file; 1 the job could not run or stopped on an error;
+2 bad arguments.
 """
 
 import logging
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+
+from vidsearch.cli.common import fail
 
 
 def embed_command(
@@ -41,7 +44,7 @@ def embed_command(
     from rich.console import Console
 
     from vidsearch.errors import VidsearchError
-    from vidsearch.jobs import EXIT_ERROR, EmbedJob, run_embed
+    from vidsearch.jobs import EmbedJob, run_embed
     from vidsearch.runtime import RuntimeConfig
     from vidsearch.video import ClipSpec, ShotSpec
 
@@ -57,8 +60,7 @@ def embed_command(
         )  # fmt: skip
         summary = run_embed(job)
     except VidsearchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=EXIT_ERROR) from None
+        fail(exc)
     Console(stderr=True).print(summary.table())
     if summary.failures_total:
         failures = out / "failures.jsonl"

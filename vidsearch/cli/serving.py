@@ -6,16 +6,13 @@ the values of the config file or the environment (see `vidsearch.serving.setting
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from vidsearch.cli.common import fail
+
 ENV_TOKEN = "VIDSEARCH_TOKEN"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
 
 
 def _section(**values: Any) -> dict[str, Any] | None:
@@ -55,7 +52,7 @@ def serve_command(
         logs.configure(settings.log_level)
         serve(settings)
     except VidsearchError as exc:
-        _fail(str(exc))
+        fail(exc)
 
 
 def search_command(
@@ -83,7 +80,7 @@ def search_command(
             result = client.search(query, top_k=top_k, video_ids=video_id or (), tags=tag or (),
                                    group_by_video=group_by_video)
     except grpc.RpcError as err:
-        _fail(f"{err.code().name}: {err.details()}")
+        fail(f"{err.code().name}: {err.details()}")
     hits = [h for group in result.groups for h in group.hits] if group_by_video else list(result.hits)
     caption = f"{result.model}, index {result.index_version}, {result.timings_ms['total']:.1f} ms"
     table = Table("#", "video", "start–end", "score", "clip", title=f"“{query}”", title_justify="left",
@@ -115,7 +112,7 @@ def demo_command(
     try:
         result = run_demo(DemoOptions(workdir, model, CorpusSpec(videos=videos), tuple(query or ())), console)
     except VidsearchError as exc:
-        _fail(str(exc))
+        fail(exc)
     console.print(f"top-1 correct: {result.top1_correct} of {len(result.results)} queries; contact sheet: "
                   f"{result.contact_sheet}; {result.seconds:.0f} s in all")
     console.print(f"\nKeep it running:  vidsearch serve --config {result.config_file}\n"

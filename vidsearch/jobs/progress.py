@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # the job could not run or stopped on an error (message on stderr); 2 is a usage error
-EXIT_WITH_FAILURES = 3  # every video was dealt with, and some are in the failures file
+from vidsearch.errors import EXIT_ERROR, EXIT_OK, EXIT_WITH_FAILURES
+
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_WITH_FAILURES", "JobProgress", "JobSummary"]
 
 
 @dataclass(frozen=True)

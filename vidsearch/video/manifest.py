@@ -130,13 +130,18 @@ def _check_suffix(path: Path) -> None:
         raise ConfigError(f"{path}: a manifest is .jsonl or .csv, not {path.suffix or 'without suffix'}")
 
 
+def _present(path: str | os.PathLike[str], what: str = "manifest") -> Path:
+    """A file to read, there (a typed error naming it, not a FileNotFoundError, when it is not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    return path
+
+
 def _existing(path: str | os.PathLike[str]) -> Path:
     """A manifest to read: the right suffix, and there."""
-    path = Path(path)
-    _check_suffix(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such manifest")
-    return path
+    _check_suffix(Path(path))
+    return _present(path)
 
 
 def _resolve(root: Path, video: str) -> Path:
@@ -234,7 +239,7 @@ def video_locator(
 
 def read_video_table(path: str | os.PathLike[str]) -> dict[str, str]:
     """A video id → file table from a JSON object or a two-column CSV (id, path)."""
-    path = Path(path)
+    path = _present(path, "video table")
     if path.suffix == ".json":
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
@@ -252,7 +257,7 @@ def read_internvid(
 ) -> Manifest:
     """InternVid annotations as a manifest. Clips whose video is not found under `root` (default:
     the annotation file's folder) are skipped with one warning: web collections are never complete."""
-    path = Path(path)
+    path = _present(path, "annotation file")
     columns = columns or InternVidColumns()
     base = Path(root) if root is not None else path.parent
     rows: list[ManifestRow] = []
