@@ -16,8 +16,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tools.triton_server import TritonServer, find_triton
 from vidsearch.cli import app
-from vidsearch.export import ExportConfig, TritonServer, find_triton
+from vidsearch.export import ExportConfig
 from vidsearch.models import create_model
 from vidsearch.models.viclip import ViCLIP
 from vidsearch.models.videomae import VideoMAEv2

@@ -13,8 +13,9 @@ import torch
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tools.triton_server import TritonServer, find_triton
 from vidsearch.errors import ExportError, MissingDependencyError
-from vidsearch.export import TritonServer, find_triton, triton_config
+from vidsearch.export import triton_config
 from vidsearch.export.graphs import graphs_for
 from vidsearch.export.inputs import caption_tokens, real_inputs
 from vidsearch.models.viclip import ViCLIP

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tools.triton_server import TritonServer, find_triton
 from vidsearch.errors import RuntimeUnavailableError
-from vidsearch.export import TritonServer, find_triton
 from vidsearch.runtime import ModelRuntime, RuntimeConfig, open_runtime
 
 from .models import Repository

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tools.codegen import stale_files
 from vidsearch.cli import app
 from vidsearch.client import SearchClient
-from vidsearch.serving.codegen import stale_files
 
 from ..runtime.models import Repository
 from .conftest import Media
@@ -86,4 +86,4 @@ def test_serve_refuses_bad_settings_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_the_committed_stubs_match_a_fresh_generation() -> None:
-    assert stale_files() == [], "run `python -m vidsearch.serving.codegen` after editing search.proto"
+    assert stale_files() == [], "run `python -m tools.codegen` after editing search.proto"

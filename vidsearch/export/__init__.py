@@ -3,7 +3,8 @@
 `export_model(ExportConfig(...))` is the whole job (`vidsearch export` on the command line); the
 modules are its seams: `graphs` (what is exported), `onnx_export`, `parity`, `tensorrt`,
 `triton_config`, `repository`, `gpu_models` + `dali` (the GPU-only models), `python_backend` (the
-model that serves ONNX Runtime inside Triton on the CPU), `triton_server` (a local server).
+model that serves ONNX Runtime inside Triton on the CPU). The local Triton server the tests start
+lives outside the package, in `tools/triton_server.py`.
 Names are imported on first use, so importing the package loads neither torch nor ONNX.
 """
 
@@ -16,16 +17,13 @@ _EXPORTS = {
     "ExportResult": "exporter",
     "ExportedModel": "exporter",
     "export_model": "exporter",
-    "TritonServer": "triton_server",
-    "find_triton": "triton_server",
 }
 
-__all__ = ["ExportConfig", "ExportResult", "ExportedModel", "TritonServer", "export_model", "find_triton"]
+__all__ = ["ExportConfig", "ExportResult", "ExportedModel", "export_model"]
 
 if TYPE_CHECKING:
     from vidsearch.export.config import ExportConfig
     from vidsearch.export.exporter import ExportedModel, ExportResult, export_model
-    from vidsearch.export.triton_server import TritonServer, find_triton
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,1 +1,1 @@
-"""Generated protobuf package `vidsearch` (see `vidsearch.serving.codegen`)."""
+"""Generated protobuf package `vidsearch` (see `tools/codegen.py`)."""

@@ -1,1 +1,1 @@
-"""Generated stubs of `vidsearch.v1` (`python -m vidsearch.serving.codegen` regenerates them)."""
+"""Generated stubs of `vidsearch.v1` (`python -m tools.codegen` regenerates them)."""

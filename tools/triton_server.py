@@ -2,7 +2,9 @@
 
 PyTriton needs numpy < 2, so the server lives in its own virtualenv (`make triton-env` makes
 `.venv-triton`); this module only reads that environment and starts `tritonserver` from it as a
-subprocess, which the tests (and anyone serving a `--target cpu` repository on one machine) use.
+subprocess. A development tool, not part of the installed package: the tests start it, and a developer
+can serve a `--target cpu` repository on one machine with it; a deployment runs Triton as its own
+server (NVIDIA's container) and vidsearch only talks to it (`vidsearch.runtime.triton`).
 
 Two fixes make the bundled Python backend run: the stub (`triton_python_backend_stub`, one per
 Python version) is copied into a private backend directory next to the backend library, and

@@ -1,7 +1,10 @@
 """Regenerates the Python stubs of `search.proto` with grpcio-tools, reproducibly.
 
-    python -m vidsearch.serving.codegen           # rewrite the committed stubs
-    python -m vidsearch.serving.codegen --check   # exit 1 if they differ from a fresh generation
+    python -m tools.codegen           # rewrite the committed stubs (from the repository root)
+    python -m tools.codegen --check   # exit 1 if they differ from a fresh generation
+
+A development tool, not part of the installed package: the stubs are committed, so neither users nor
+the server need grpcio-tools.
 
 The proto is compiled with the directory holding the `vidsearch` package as its include root, so the
 generated modules import each other by their real package path (no post-editing of the output).
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from vidsearch.errors import MissingDependencyError
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 PROTO = Path("vidsearch/serving/proto/vidsearch/v1/search.proto")
 GENERATED = ("search_pb2.py", "search_pb2.pyi", "search_pb2_grpc.py")
 
