@@ -5,7 +5,7 @@ exports them (dynamo exporter, opset 18, raw + normalised outputs). For every to
 size it measures items per second (clips/s, queries/s), and the achieved FLOP/s against this
 machine's own fp32 matrix-multiply peak, measured in the same run (best of torch.mm, numpy @ and an
 ONNX Runtime MatMul over a few square sizes, on the same threads). FLOPs = 2 × the
-multiply-accumulates of MODELS.md: 179.6 G per clip (8 × 224²), 1.22 G per query. A second
+multiply-accumulates in docs/models.md: 179.6 G per clip (8 × 224²), 1.22 G per query. A second
 table tries ONNX Runtime session options.
 
 Targets (CPU): text tower at batch 1, ONNX Runtime ≥ 1.3 × eager; vision tower ≥ 70 % of the peak.

@@ -1,4 +1,4 @@
-"""The layer rule of ARCHITECTURE.md, checked on the source: each package imports only those below it."""
+"""The layer rule of docs/architecture.md, checked on the source: each package imports only those below it."""
 
 import ast
 from pathlib import Path
@@ -47,7 +47,7 @@ def test_every_package_imports_only_the_layers_below_it() -> None:
         layer = _layer(path)
         if layer in ("__init__", "cli") or "proto" in path.parts:
             continue  # the package root and the command line may import everything
-        assert layer in ALLOWED, f"{layer} is a new layer: add it to ALLOWED (and to ARCHITECTURE.md)"
+        assert layer in ALLOWED, f"{layer} is a new layer: add it to ALLOWED (and to docs/architecture.md)"
         breaches += [f"{path.relative_to(PACKAGE)} imports vidsearch.{other}"
                      for other in _imports(path) - ALLOWED[layer] - {layer}]
     assert breaches == []

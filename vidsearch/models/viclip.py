@@ -2,7 +2,7 @@
 
 Parameter names follow the official release exactly, so its checkpoints load unchanged; the facts
 that decide the numbers (token order, where the temporal embedding goes, LayerNorm eps, QuickGELU)
-are listed in shared/design/MODELS.md. Layout: config → blocks → towers → model → checkpoint
+are listed in docs/models.md (Model contracts). Layout: config → blocks → towers → model → checkpoint
 filter → config inference.
 """
 

@@ -1,7 +1,7 @@
 """VideoMAE V2 video transformer (OpenGVLab): the classifier, its blocks and checkpoint mapping.
 
 The module names match the official fine-tuned checkpoints so that they load unchanged; the
-contract is in `shared/design/MODELS.md` (section VideoMAE V2). The pre-training model reuses the
+contract is in docs/models.md (Model contracts, VideoMAE V2). The pre-training model reuses the
 classifier as its encoder; its masks, targets and loss live in `videomae_pretrain.py`.
 
 Sections: config → blocks → classifier → pre-training model → checkpoint filter → config inference.

@@ -1,6 +1,6 @@
 """VideoMAE V2 pre-training data side: dual masking (encoder tube mask, decoder running-cell mask),
-normalised-pixel targets and the loss, as the official release defines them (`shared/design/
-MODELS.md`, VideoMAE V2 pre-training). The model itself is `videomae.VideoMAEv2Pretrain`.
+normalised-pixel targets and the loss, as the official release defines them (docs/models.md,
+Model contracts, VideoMAE V2 pre-training). The model itself is `videomae.VideoMAEv2Pretrain`.
 
 Mask convention (the official one): True means hidden from the encoder (`encoder_mask`), and
 NOT reconstructed by the decoder (`decoder_mask`, the official `decode_mask`).

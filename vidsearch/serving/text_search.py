@@ -6,10 +6,10 @@ machine the wake-ups and GIL hand-overs between 32 request threads cost more tha
 request thread hands its query over and sleeps until its page is ready: the batch is embedded (the
 runtime's text cache and batcher still apply) and searched with one FAISS call and one metadata lookup
 per distinct set of search options. Alone, a request runs in its own thread at once, as before (see
-`DynamicBatcher`). Measured at concurrency 32 on 2 cores, demo model, 1M clips: 600 → 820 searches/s.
+`DynamicBatcher`). What it gained is in docs/benchmarks.md (Search service).
 
 A batch's FAISS search runs on one OpenMP thread: the server's parallelism is its requests, and OpenMP
-workers spinning after each small search took a core from them (820 → 980 searches/s).
+workers spinning after each small search took a core from them.
 """
 
 import time
