@@ -101,7 +101,7 @@ def demo_command(
     videos: Annotated[int, typer.Option(min=1, help="Videos in the demo corpus.")] = 12,
     query: Annotated[list[str] | None, typer.Option(help="Query to run (repeatable; default: four).")] = None,
 ) -> None:
-    """Make a corpus, export the demo model, index it through the server and query it (about a minute)."""
+    """Make a corpus, export the demo model, index it through the server and query it (under a minute)."""
     from rich.console import Console
 
     from vidsearch.demo.corpus import CorpusSpec

@@ -1,4 +1,4 @@
-"""`vidsearch demo` (`make demo`): the whole product on one machine, in about a minute.
+"""`vidsearch demo` (`make demo`): the whole product on one machine, in under a minute.
 
 1. a corpus of synthetic H.264 videos the demo model never saw (`vidsearch.demo.corpus`);
 2. the demo model exported into a Triton model repository (`vidsearch.export`; kept if current);
