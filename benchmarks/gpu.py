@@ -100,10 +100,10 @@ def _grey_levels(clip: np.ndarray, spec: Any) -> np.ndarray:
 
 
 def decode_parity(folder: Path, sizes: Sizes, device: str) -> Section:
-    from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+    from vidsearch.video import ClipSpec, get_preprocess_preset, probe, read_clips, segment
     from vidsearch.video.dali import dali_read_clips
 
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     rows: dict[str, Any] = {}
     for codec in ENCODERS:
         path = make_video(folder, codec, sizes)
@@ -163,10 +163,10 @@ def _nvdec_rate(path: Path, sessions: int) -> float:
 
 
 def decode_speed(folder: Path, sizes: Sizes) -> Section:
-    from vidsearch.video import ClipSpec, get_preset, probe, read_clips, segment
+    from vidsearch.video import ClipSpec, get_preprocess_preset, probe, read_clips, segment
     from vidsearch.video.dali import dali_read_clips
 
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     path = make_video(folder, "h264", sizes)
     assert path is not None, "PyAV has no H.264 encoder"
     clips = segment(probe(path), ClipSpec(length_s=1.0))

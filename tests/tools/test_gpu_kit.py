@@ -122,3 +122,9 @@ def test_the_gpu_report_compares_decoders_for_real_and_marks_gpu_sections_skippe
     assert "only on a GPU" in codecs["h264"]["error"]
     assert report["models"] == {"status": "skipped", "reason": "no CUDA GPU"}
     assert report["faiss"]["status"] == "skipped"
+
+
+def test_the_bundle_takes_the_runtime_dependencies_of_the_extras_not_only_the_base_install() -> None:
+    names = {re.split(r"[<>=\[;]", r)[0] for r in bundle._project_requirements()}
+    assert {"av", "grpcio", "onnxruntime", "onnx", "pyarrow", "pydantic", "typer"} <= names
+    assert not names & {"torch", "faiss-cpu", "vidsearch"}

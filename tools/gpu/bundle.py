@@ -65,13 +65,24 @@ def _target_args(python: str) -> list[str]:
     return args
 
 
-def _project_requirements() -> list[str]:
-    """The project's own runtime dependencies, read from pyproject.toml, without torch and faiss-cpu
+def _project_requirements(extra: str = "demo") -> list[str]:
+    """The project's own runtime dependencies with an extra (`demo` reaches server, export and client;
+    its own `vidsearch[…]` references followed), read from pyproject.toml, without torch and faiss-cpu
     (the GPU build of FAISS is the same module)."""
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [r for r in project["dependencies"] if not re.match(r"^(torch|faiss-cpu)\b", r)]
+    found, wanted, seen = list(project["dependencies"]), [extra], set()
+    while wanted:
+        name = wanted.pop()
+        seen.add(name)
+        for req in project["optional-dependencies"][name]:
+            inner = re.fullmatch(r"vidsearch\[([a-z,]+)\]", req)
+            if inner:
+                wanted += [e for e in inner.group(1).split(",") if e not in seen]
+            elif req not in found:
+                found.append(req)
+    return [r for r in found if not re.match(r"^(torch|faiss-cpu)\b", r)]
 
 
 def _normalise(name: str) -> str:
