@@ -73,6 +73,10 @@ class IndexMismatchError(ClipIndexError, ValueError):
     """Vectors or an index come from another embedding model or dimension than expected."""
 
 
+class IndexLockedError(ClipIndexError):
+    """Another process is changing this index directory: one writer per directory (readers may share)."""
+
+
 class IndexReadOnlyError(ClipIndexError):
     """A change was asked of an index opened read-only (memory-mapped)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import signal
 import subprocess
@@ -19,31 +20,49 @@ from .helpers import build, clustered, make_records
 KILLS = 50
 PARALLEL = 2  # savers at once: the test waits mostly on process start-up
 
-# Opens the directory twice: `old` keeps contents A, `new` is changed into contents B; then saves
-# B, A, B, A, ... into the directory until it is killed ("once": save B a single time and exit).
+# Opens the directory (changes kept in memory until saved), changes contents A into contents B, then
+# saves B, A, B, A, ... until it is killed ("once": save B a single time and exit). Going back to A
+# re-inserts the clips B removed, whose records and vectors the test hands over in restore.pkl.
 SAVER = """
+import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from vidsearch.index import ClipRecord, FaissClipIndex
+from vidsearch.index import ClipRecord, FaissClipIndex, OpenOptions
 
 directory, mode = Path(sys.argv[1]), sys.argv[2]
-old, new = FaissClipIndex.open(directory), FaissClipIndex.open(directory)
+restore, restore_vectors = pickle.loads((directory.parent / "restore.pkl").read_bytes())
+index = FaissClipIndex.open(directory, OpenOptions(log_changes=False))
 rng = np.random.default_rng(0)
-new.delete_videos(["v1"])
-moved = ClipRecord("c0", "v99", "file:///moved.mp4", 0.0, 1.0, new.model, tags=frozenset({"moved"}))
-new.upsert([moved], rng.standard_normal((1, new.dim)))
-extra = [ClipRecord(f"n{i}", "v100", "file:///v100.mp4", i, i + 1.0, new.model) for i in range(20)]
-new.add(extra, rng.standard_normal((20, new.dim)))
+moved = ClipRecord("c0", "v99", "file:///moved.mp4", 0.0, 1.0, index.model, tags=frozenset({"moved"}))
+moved_vector = rng.standard_normal((1, index.dim))
+extra = [ClipRecord(f"n{i}", "v100", "file:///v100.mp4", i, i + 1.0, index.model) for i in range(20)]
+extra_vectors = rng.standard_normal((20, index.dim))
+
+
+def to_b():
+    index.delete_videos(["v1"])
+    index.upsert([moved], moved_vector)
+    index.add(extra, extra_vectors)
+
+
+def to_a():
+    index.delete_videos(["v100"])
+    index.upsert(restore, restore_vectors)
+
+
+to_b()
 if mode == "once":
-    new.save()
+    index.save()
     sys.exit(0)
 print("ready", flush=True)
 while True:
-    new.save()
-    old.save()
+    index.save()
+    to_a()
+    index.save()
+    to_b()
 """
 
 
@@ -77,7 +96,10 @@ def test_killed_saves_leave_old_or_new_contents(tmp_path: Path) -> None:
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
     template = tmp_path / "template"
-    build(make_records(150), clustered(150, 16, seed=1)).save(template)
+    records, vectors = make_records(150), clustered(150, 16, seed=1)
+    build(records, vectors).save(template)
+    back = [0, *range(10, 20)]  # c0 (moved away in B) and the clips of v1 (deleted in B)
+    (tmp_path / "restore.pkl").write_bytes(pickle.dumps(([records[i] for i in back], vectors[back])))
     queries = clustered(3, 16, seed=2)
     expected_new = tmp_path / "expected-new"
     shutil.copytree(template, expected_new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,16 @@ import pytest
 
 from vidsearch.errors import IndexFormatError, IndexMismatchError, IndexReadOnlyError
 from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, OpenOptions, SearchFilter, Tuning
-from vidsearch.index.persistence import CURRENT, INDEX_FILE, MANIFEST, METADATA_FILE, current_snapshot
+from vidsearch.formats.checksum import sha256_file
+from vidsearch.index.persistence import (
+    CURRENT,
+    INDEX_FILE,
+    MANIFEST,
+    METADATA_FILE,
+    WORK_DIR,
+    WRITER_LOCK,
+    current_snapshot,
+)
 
 from .helpers import MODEL, build, clustered, make_records
 
@@ -40,12 +50,15 @@ def test_round_trip_keeps_vectors_metadata_and_manifest(tmp_path: Path) -> None:
     assert manifest["model"] == MODEL
     assert manifest["model_checksum"] == "sha256:feed"
     assert manifest["metric"] == "inner_product"
-    assert manifest["format_version"] == 1
+    assert manifest["format"] == "vidsearch-index"
+    assert manifest["format_version"] == 2
     assert manifest["params"] == {"nlist": 8, "nprobe": 16, "train_size": 300}
     assert set(manifest["files"]) == {INDEX_FILE, METADATA_FILE}
+    for name, entry in manifest["files"].items():
+        assert entry == {"bytes": (snapshot / name).stat().st_size, "sha256": sha256_file(snapshot / name)}
 
     queries = clustered(4, 16, seed=2)
-    with FaissClipIndex.open(tmp_path / "ix") as reopened:
+    with FaissClipIndex.open(tmp_path / "ix", OpenOptions(read_only=True)) as reopened:
         assert len(reopened) == 290
         assert reopened.factory == "IVF8,Flat"
         assert contents(reopened, queries) == contents(index, queries)
@@ -71,7 +84,7 @@ def test_save_replaces_the_snapshot_and_cleans_up(tmp_path: Path) -> None:
     (tmp_path / "snapshot-000007").mkdir()  # renamed but never made current
     second = index.save()
     assert current_snapshot(tmp_path) == second != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, second.name, ".lock"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CURRENT, second.name, WRITER_LOCK])
     assert second.name == "snapshot-000002"
 
 
@@ -105,7 +118,7 @@ def test_damaged_snapshots_are_refused(tmp_path: Path) -> None:
     manifest = json.loads((snapshot / MANIFEST).read_text())
     manifest["format_version"] = 99
     (snapshot / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(IndexFormatError, match="format version 99"):
+    with pytest.raises(IndexFormatError, match="version 99"):
         FaissClipIndex.open(tmp_path)
 
     (snapshot / MANIFEST).write_text("{not json")
@@ -145,7 +158,7 @@ def test_large_index_loads_memory_mapped_and_read_only(tmp_path: Path) -> None:
 
 
 def test_mmap_is_chosen_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidsearch.index.faiss_index as faiss_index
+    import vidsearch.index.faiss_state as faiss_index
 
     build(make_records(10), clustered(10, 8, seed=9)).save(tmp_path)
     monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1)
@@ -156,16 +169,21 @@ def test_mmap_is_chosen_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert not index.stats().read_only
 
 
-def test_scratch_copy_is_removed_on_close_and_when_dropped(tmp_path: Path) -> None:
-    build(make_records(5), clustered(5, 8, seed=10)).save(tmp_path / "ix")
-    work = tmp_path / "work"
-    work.mkdir()
-    index = FaissClipIndex.open(tmp_path / "ix", OpenOptions(work_dir=work))
-    assert len(list(work.iterdir())) == 1
+def test_the_writers_scratch_copy_lives_in_the_index_and_goes_with_it(tmp_path: Path) -> None:
+    """A writer's working copy of the metadata is `<dir>/.work`: removed on close, when the index is
+    dropped, and (left by a killed writer) at the next open; nothing is left in the temp directory."""
+    ix = tmp_path / "ix"
+    build(make_records(5), clustered(5, 8, seed=10)).save(ix)
+    temp_before = set(Path(tempfile.gettempdir()).glob("vidsearch-index-*"))
+    index = FaissClipIndex.open(ix)
+    assert (ix / WORK_DIR / METADATA_FILE).is_file()
     index.close()
     index.close()
-    assert list(work.iterdir()) == []
-    FaissClipIndex.open(tmp_path / "ix", OpenOptions(work_dir=work)).search_hits(
-        clustered(1, 8, seed=11), 1, SearchFilter(), Tuning()
-    )
-    assert list(work.iterdir()) == [], "collected without close(): the finalizer cleaned up"
+    assert not (ix / WORK_DIR).exists()
+    FaissClipIndex.open(ix).search_hits(clustered(1, 8, seed=11), 1, SearchFilter(), Tuning())
+    assert not (ix / WORK_DIR).exists(), "collected without close(): the finalizer cleaned up"
+    (ix / WORK_DIR).mkdir()
+    (ix / WORK_DIR / "left-by-a-crash").write_text("stale")
+    with FaissClipIndex.open(ix):
+        assert not (ix / WORK_DIR / "left-by-a-crash").exists()
+    assert set(Path(tempfile.gettempdir()).glob("vidsearch-index-*")) == temp_before

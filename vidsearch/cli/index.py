@@ -1,4 +1,4 @@
-"""`vidsearch index …`: build an index from the shards of `vidsearch embed`, and inspect one."""
+"""`vidsearch index …`: build an index from the shards of `vidsearch embed`, inspect and verify one."""
 
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +36,20 @@ def index_build(
     except VidsearchError as exc:
         fail(exc)
     typer.echo(f"built {out}: {stats.clips} clips, {stats.videos} videos, {stats.index_type}, {stats.device}")
+
+
+@index_app.command("verify")
+def index_verify(directory: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
+    """Check every file of an index against its recorded SHA-256, and its counts and change log."""
+    from vidsearch.errors import VidsearchError
+    from vidsearch.index import FaissClipIndex, GpuPolicy, OpenOptions
+
+    options = OpenOptions(read_only=True, gpu=GpuPolicy.NEVER, verify=True)
+    try:
+        with FaissClipIndex.open(directory, options) as index:
+            typer.echo(f"{directory}: intact, {len(index)} clips, version {index.version}")
+    except VidsearchError as exc:
+        fail(exc)
 
 
 @index_app.command("stats")

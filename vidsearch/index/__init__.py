@@ -18,7 +18,8 @@ from vidsearch.index.base import (
     Tuning,
     VideoGroup,
 )
-from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig, OpenOptions
+from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
+from vidsearch.index.faiss_state import OpenOptions
 from vidsearch.index.filters import omp_threads
 from vidsearch.index.shards import ShardedClipIndex
 

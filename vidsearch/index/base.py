@@ -232,6 +232,10 @@ class ClipIndex(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def version(self) -> str:
+        """Which state the index is in, reported with every search: changes with each write."""
+
     def __len__(self) -> int: ...
 
     def add(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:

@@ -3,15 +3,16 @@
 FAISS holds the L2-normalised vectors under int64 ids; SQLite maps those ids to the users' string clip
 ids and their metadata. Every change goes to both inside one SQLite transaction, so a failed FAISS call
 rolls the metadata back. Index types that cannot delete (HNSW, GPU indexes) keep tombstones, which every
-search excludes with the same ID-selector machinery as filters.
+search excludes with the same ID-selector machinery as filters. An index opened from a directory logs
+each change durably before returning (`changelog`) and folds the log into a new snapshot in the
+background once it grows past COMPACT_LOG_BYTES; writers wait during a fold, searches do not.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-import shutil
-import sqlite3
 import tempfile
 import threading
 import weakref
@@ -26,11 +27,12 @@ import numpy as np
 from vidsearch.errors import (
     ClipIndexError,
     ConfigError,
-    IndexFormatError,
     IndexMismatchError,
     IndexReadOnlyError,
     InvalidClipError,
 )
+from vidsearch.formats.index_manifest import IndexManifest
+from vidsearch.index import changelog
 from vidsearch.index.base import (
     ClipRecord,
     GpuPolicy,
@@ -43,7 +45,9 @@ from vidsearch.index.base import (
     check_top_k,
     normalise_rows,
 )
+from vidsearch.index.changelog import Change, ChangeLog
 from vidsearch.index.factory import Placement, new_index, place, plan_index, to_cpu
+from vidsearch.index.faiss_state import IndexState, OpenOptions, apply_params, open_state, release
 from vidsearch.index.filters import FilteredSearcher, Selection
 from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
@@ -51,15 +55,15 @@ from vidsearch.index.paging import paginate
 from vidsearch.index.persistence import (
     INDEX_FILE,
     METADATA_FILE,
-    Manifest,
+    WriterLock,
     load_snapshot,
     save_snapshot,
 )
 
 log = logging.getLogger(__name__)
 
-MMAP_MIN_BYTES = 1 << 30
-"""Index files at least this large are memory-mapped (read-only) unless the caller says otherwise."""
+COMPACT_LOG_BYTES = 64 << 20
+"""A change log past this size is folded into a new snapshot (in the background)."""
 
 _KEY_META = "page_token_key"
 
@@ -83,52 +87,25 @@ class IndexConfig:
             raise ConfigError(f"an index needs dim >= 1 and a model name: {self.dim}, {self.model!r}")
 
 
-@dataclass(frozen=True)
-class OpenOptions:
-    """How to open an index directory.
-
-    `mmap` None maps index files of at least MMAP_MIN_BYTES; a mapped index is read-only.
-    `expect_*` refuse an index built for another embedding model (IndexMismatchError).
-    `work_dir` holds the writable copy of the metadata database (default: the system temp dir).
-    """
-
-    read_only: bool = False
-    mmap: bool | None = None
-    gpu: GpuPolicy = GpuPolicy.AUTO
-    expect_dim: int | None = None
-    expect_model: str | None = None
-    expect_model_checksum: str | None = None
-    work_dir: Path | None = None
-
-
-@dataclass
-class _State:
-    """What an open index is made of (one object, so the constructor stays small)."""
-
-    placement: Placement
-    store: MetadataStore
-    manifest: Manifest
-    read_only: bool
-    directory: Path | None = None
-    scratch: Path | None = None
-    size_bytes: int = 0
-    gpu: GpuPolicy = GpuPolicy.AUTO
-
-
 class FaissClipIndex:
     """A clip index on one machine (CPU, or GPUs when FAISS sees them). Thread-safe."""
 
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: IndexState, *, log_changes: bool = False) -> None:
         self._s = state
         self._lock = ReadWriteLock()
+        self._gate = threading.Lock()  # writers and folds: a fold blocks writers, never the readers
         self._rows_lock = threading.Lock()  # see `_records`
+        self._log_changes = log_changes
+        self._pending = 0  # changes since the snapshot
+        self._broken: str | None = None
+        self._fold_thread: threading.Thread | None = None
         self._searcher = FilteredSearcher(state.placement.index)
         self._tombstones = state.store.tombstones()
         self._count = state.store.count()
         key = state.store.get_meta(_KEY_META)
         self._key = bytes.fromhex(key) if key else secrets.token_bytes(32)
-        # an index dropped without close() still releases its database and scratch directory
-        self._release = weakref.finalize(self, _release, state.store, state.scratch)
+        # an index dropped without close() still releases its database, scratch directory and lock
+        self._release = weakref.finalize(self, release, state)
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -136,12 +113,13 @@ class FaissClipIndex:
     def create(cls, config: IndexConfig) -> FaissClipIndex:
         """A new, empty index; IVF and PQ types need `train` before the first `add`."""
         plan = plan_index(config.expected_clips, config.dim, config.factory)
-        index = _new_cpu_index(config.dim, plan.factory, plan.params)
+        index = new_index(config.dim, plan.factory)
+        apply_params(index, plan.params)
         scratch = Path(tempfile.mkdtemp(prefix="vidsearch-index-"))
         store = MetadataStore(scratch / METADATA_FILE)
         with store.transaction() as conn:
             store.set_meta(conn, _KEY_META, secrets.token_hex(32))
-        manifest = Manifest(
+        manifest = IndexManifest(
             dim=config.dim,
             count=0,
             factory=plan.factory,
@@ -151,23 +129,50 @@ class FaissClipIndex:
             params={**plan.params, "train_size": plan.train_size},
         )
         placement = place(index, config.gpu) if index.is_trained else Placement(index, "cpu")
-        return cls(_State(placement, store, manifest, read_only=False, scratch=scratch, gpu=config.gpu))
+        return cls(IndexState(placement, store, manifest, read_only=False, scratch=scratch, gpu=config.gpu))
 
     @classmethod
     def open(cls, directory: Path, options: OpenOptions | None = None) -> FaissClipIndex:
-        """Open the live snapshot of an index directory (see `persistence`)."""
+        """Open the live snapshot of an index directory and replay the changes logged after it.
+
+        A writable open takes the directory's writer lock (IndexLockedError if another process holds
+        it); damage found on the way is an IndexFormatError naming the file.
+        """
         opts = options or OpenOptions()
+        lock = None if opts.read_only else WriterLock(directory)
+        try:
+            opener = functools.partial(cls._from_snapshot, directory, opts=opts, lock=lock)
+            return load_snapshot(directory, opener, verify=opts.verify)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
-        def opener(snapshot: Path, manifest: Manifest) -> FaissClipIndex:
-            manifest.check_compatible(
-                dim=opts.expect_dim,
-                model=opts.expect_model,
-                model_checksum=opts.expect_model_checksum,
-                source=directory,
-            )
-            return cls(_open_state(directory, snapshot, manifest, opts))
-
-        return load_snapshot(directory, opener)
+    @classmethod
+    def _from_snapshot(
+        cls, directory: Path, snapshot: Path, manifest: IndexManifest, opts: OpenOptions,
+        lock: WriterLock | None,
+    ) -> FaissClipIndex:
+        expect = (opts.expect_dim, opts.expect_model, opts.expect_model_checksum)
+        manifest.check_compatible(dim=expect[0], model=expect[1], model_checksum=expect[2], source=directory)
+        pending = [change for _, change in changelog.replay(directory, manifest.log_applied)]
+        copy = lock is not None or bool(pending)
+        state = open_state(directory, snapshot, manifest, opts, writable_copy=copy)
+        if state.read_only and lock is not None:  # memory-mapped: nothing can change it
+            lock.release()
+            lock = None
+        state.lock = lock
+        index = cls(state, log_changes=lock is not None and opts.log_changes)
+        if pending and state.scratch is None:
+            log.warning("%s: %d logged changes are not shown by this memory-mapped reader; open the "
+                        "index writable once to fold them into a snapshot", directory, len(pending))
+        elif pending:
+            index._replay(pending)
+        if index._log_changes:
+            changelog.truncate_torn_tail(directory, manifest.log_applied)
+            state.log = ChangeLog(directory, changelog.last_seq(directory, manifest.log_applied) + 1)
+            index._maybe_fold(changelog.pending_bytes(directory, manifest.log_applied))
+        return index
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -182,6 +187,11 @@ class FaissClipIndex:
     @property
     def factory(self) -> str:
         return self._s.manifest.factory
+
+    @property
+    def version(self) -> str:
+        """The live snapshot's name, with `+N` for the N changes made since (logged or in memory)."""
+        return self._s.snapshot if not self._pending else f"{self._s.snapshot}+{self._pending}"
 
     @property
     def page_token_key(self) -> bytes:
@@ -216,45 +226,70 @@ class FaissClipIndex:
             self._searcher = FilteredSearcher(self._s.placement.index)
 
     def add(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
-        self._write(records, vectors, replace=False)
+        self._change(self._additions("add", records, vectors))
 
     def upsert(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
-        self._write(records, vectors, replace=True)
+        self._change(self._additions("upsert", records, vectors))
 
     def delete_clips(self, clip_ids: Iterable[str]) -> int:
-        self._check_writable()
-        with self._lock.write(), self._s.store.transaction() as conn:
-            ids = np.fromiter(self._s.store.ids_for_clips(list(clip_ids), conn).values(), dtype=np.int64)
-            self._remove(conn, ids)
-        return int(ids.size)
+        return self._change(Change("delete_clips", ids=tuple(clip_ids)))
 
     def delete_videos(self, video_ids: Iterable[str]) -> int:
+        return self._change(Change("delete_videos", ids=tuple(video_ids)))
+
+    def _additions(self, op: str, records: Sequence[ClipRecord], vectors: np.ndarray) -> Change:
+        vecs = normalise_rows(vectors, self.dim, what="clip")
+        batch = tuple(records)
+        _check_batch(batch, vecs.shape[0], self.model)
+        if batch and not self.is_trained:
+            raise ClipIndexError(f"the {self.factory} index must be trained before adding (call train())")
+        return Change(op, records=batch, vectors=vecs)
+
+    def _change(self, change: Change) -> int:
+        """Apply a change to FAISS and SQLite and, before returning, append it to the log."""
         self._check_writable()
-        with self._lock.write(), self._s.store.transaction() as conn:
-            ids = self._s.store.ids_for_videos(list(video_ids), conn)
-            self._remove(conn, ids)
+        with self._gate, self._lock.write(), self._s.store.transaction() as conn:
+            done = self._apply(conn, change)
+            if done and self._s.log is not None:
+                try:
+                    self._s.log.append(change)
+                except OSError as exc:
+                    self._broken = f"the change log could not be written ({exc}); restart to recover"
+                    raise ClipIndexError(self._broken) from exc
+            self._pending += 1 if done else 0
+        if done and self._s.log is not None:
+            self._maybe_fold(self._s.log.bytes)
+        return done
+
+    def _apply(self, conn: Any, change: Change) -> int:
+        """Apply one change inside a metadata transaction; returns how many clips it added or removed."""
+        store = self._s.store
+        if change.op in ("add", "upsert"):
+            if not change.records:
+                return 0
+            assert change.vectors is not None
+            if change.op == "upsert":
+                existing = store.ids_for_clips([r.clip_id for r in change.records], conn)
+                self._remove(conn, np.fromiter(existing.values(), dtype=np.int64))
+            ids = store.allocate_ids(conn, len(change.records))
+            store.insert(conn, ids, change.records)
+            self._s.placement.index.add_with_ids(change.vectors, ids)
+            self._count += len(change.records)
+            return len(change.records)
+        if change.op == "delete_clips":
+            ids = np.fromiter(store.ids_for_clips(list(change.ids), conn).values(), dtype=np.int64)
+        else:
+            ids = store.ids_for_videos(list(change.ids), conn)
+        self._remove(conn, ids)
         return int(ids.size)
 
-    def _write(self, records: Sequence[ClipRecord], vectors: np.ndarray, *, replace: bool) -> None:
-        self._check_writable()
-        vecs = normalise_rows(vectors, self.dim, what="clip")
-        batch = list(records)
-        _check_batch(batch, vecs.shape[0], self.model)
-        if not batch:
-            return
-        if not self.is_trained:
-            raise ClipIndexError(f"the {self.factory} index must be trained before adding (call train())")
-        store = self._s.store
-        with self._lock.write(), store.transaction() as conn:
-            if replace:
-                existing = store.ids_for_clips([r.clip_id for r in batch], conn)
-                self._remove(conn, np.fromiter(existing.values(), dtype=np.int64))
-            ids = store.allocate_ids(conn, len(batch))
-            store.insert(conn, ids, batch)
-            self._s.placement.index.add_with_ids(vecs, ids)
-            self._count += len(batch)
+    def _replay(self, changes: Sequence[Change]) -> None:
+        with self._lock.write(), self._s.store.transaction() as conn:
+            for change in changes:
+                self._pending += 1 if self._apply(conn, change) else 0
+        log.info("replayed %d logged changes onto %s", len(changes), self._s.snapshot)
 
-    def _remove(self, conn: sqlite3.Connection, ids: np.ndarray) -> None:
+    def _remove(self, conn: Any, ids: np.ndarray) -> None:
         """Remove ids from both stores; an index that cannot delete records tombstones instead."""
         if ids.size == 0:
             return
@@ -269,7 +304,9 @@ class FaissClipIndex:
     def _check_writable(self) -> None:
         if self._s.read_only:
             where = self._s.directory or "this index"
-            raise IndexReadOnlyError(f"{where} is open read-only (memory-mapped); open it with mmap=False")
+            raise IndexReadOnlyError(f"{where} is open read-only; open it writable (and not memory-mapped)")
+        if self._broken is not None:
+            raise IndexReadOnlyError(self._broken)
 
     # -- search ----------------------------------------------------------------------------------
 
@@ -317,37 +354,64 @@ class FaissClipIndex:
     # -- persistence and housekeeping ------------------------------------------------------------
 
     def save(self, directory: Path | None = None) -> Path:
-        """Write a snapshot atomically into `directory` (default: where the index was opened or saved)."""
+        """Write a snapshot atomically into `directory` (default: where the index lives) and fold the
+        change log into it; saving elsewhere moves the index there (taking that directory's lock)."""
         target = directory or self._s.directory
         if target is None:
             raise ClipIndexError("this index has no directory yet: call save(directory)")
-        with self._lock.read():
-            manifest = self._current_manifest()
+        moving = target != self._s.directory
+        lock = WriterLock(target) if moving else self._s.lock
+        try:
+            with self._gate, self._lock.read():
+                snapshot = self._save_locked(target, moving)
+        except BaseException:
+            if moving and lock is not None:
+                lock.release()
+            raise
+        if moving:
+            if self._s.lock is not None:
+                self._s.lock.release()
+            self._s.lock, self._s.directory = lock, target
+        return snapshot
 
-            def write(tmp: Path) -> Manifest:
-                faiss.write_index(to_cpu(self._s.placement), str(tmp / INDEX_FILE))
-                self._s.store.backup_to(tmp / METADATA_FILE)
-                return manifest
+    def _save_locked(self, target: Path, moving: bool) -> Path:
+        """The snapshot, with writers held off by the gate (searches go on)."""
+        upto = changelog.last_seq(target, 0)
+        if not moving and self._s.log is not None:
+            upto = max(upto, self._s.log.seq)
+        manifest = replace(self._s.manifest, count=self._count, faiss_version=faiss.__version__,
+                           log_applied=upto, files={})
 
-            snapshot = save_snapshot(target, write)
-        self._s.directory = target
+        def write(tmp: Path) -> IndexManifest:
+            faiss.write_index(to_cpu(self._s.placement), str(tmp / INDEX_FILE))
+            self._s.store.backup_to(tmp / METADATA_FILE)
+            return manifest
+
+        snapshot = save_snapshot(target, write)
+        changelog.drop_segments(target, upto)
+        if self._s.log is not None:
+            self._s.log.close()
+        self._s.log = ChangeLog(target, upto + 1) if self._log_changes else None
+        self._s.snapshot, self._pending = snapshot.name, 0
         self._s.size_bytes = (snapshot / INDEX_FILE).stat().st_size
         return snapshot
 
-    def flush(self) -> None:
-        self.save()
+    def _maybe_fold(self, log_bytes: int) -> None:
+        """Fold a log past COMPACT_LOG_BYTES into a new snapshot, on a background thread."""
+        if log_bytes < COMPACT_LOG_BYTES or (self._fold_thread and self._fold_thread.is_alive()):
+            return
+        self._fold_thread = threading.Thread(target=self._fold, name="index-fold", daemon=True)
+        self._fold_thread.start()
 
-    def _current_manifest(self) -> Manifest:
-        m = self._s.manifest
-        return Manifest(
-            dim=m.dim,
-            count=self._count,
-            factory=m.factory,
-            model=m.model,
-            model_checksum=m.model_checksum,
-            faiss_version=faiss.__version__,
-            params=m.params,
-        )
+    def _fold(self) -> None:
+        try:
+            self.save()
+        except Exception:  # the log still holds every change: the next fold or restart retries
+            log.exception("folding the change log of %s into a snapshot failed", self._s.directory)
+
+    def flush(self) -> None:
+        """Make every change durable now: a snapshot holding them all (the log is folded into it)."""
+        self.save()
 
     def stats(self) -> IndexStats:
         m = self._s.manifest
@@ -368,7 +432,9 @@ class FaissClipIndex:
         )
 
     def close(self) -> None:
-        """Release the metadata connections and the scratch copy of the database (idempotent)."""
+        """Wait for a fold under way, then release the metadata, scratch copy and lock (idempotent)."""
+        if self._fold_thread is not None:
+            self._fold_thread.join()
         self._release()
 
     def __enter__(self) -> FaissClipIndex:
@@ -376,12 +442,6 @@ class FaissClipIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _release(store: MetadataStore, scratch: Path | None) -> None:
-    store.close()
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _check_batch(records: Sequence[ClipRecord], rows: int, model: str) -> None:
@@ -396,53 +456,3 @@ def _check_batch(records: Sequence[ClipRecord], rows: int, model: str) -> None:
             raise IndexMismatchError(
                 f"clip {record.clip_id!r} was embedded by {record.model!r}; this index holds {model!r}"
             )
-
-
-def _new_cpu_index(dim: int, factory: str, params: dict[str, int]) -> Any:
-    index = new_index(dim, factory)
-    _apply_params(index, params)
-    return index
-
-
-def _apply_params(index: Any, params: dict[str, int] | Any) -> None:
-    """Set the recorded default search parameters (nprobe, efSearch) on the index itself."""
-    space = faiss.ParameterSpace()
-    for name, faiss_name in (("nprobe", "nprobe"), ("ef_search", "efSearch")):
-        if name in params:
-            space.set_index_parameter(index, faiss_name, int(params[name]))
-
-
-def _open_state(directory: Path, snapshot: Path, manifest: Manifest, opts: OpenOptions) -> _State:
-    index_path, db_path = snapshot / INDEX_FILE, snapshot / METADATA_FILE
-    for path in (index_path, db_path):
-        if not path.exists():
-            raise FileNotFoundError(path)
-    size = index_path.stat().st_size
-    mmap = opts.mmap if opts.mmap is not None else size >= MMAP_MIN_BYTES
-    flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
-    try:
-        index = faiss.read_index(str(index_path), flags)
-    except RuntimeError as exc:
-        raise IndexFormatError(f"{index_path}: FAISS cannot read it ({exc})") from exc
-    if index.d != manifest.dim:
-        raise IndexFormatError(f"{index_path}: holds {index.d}-d vectors, its manifest says {manifest.dim}")
-    _apply_params(index, manifest.params)
-    read_only = opts.read_only or mmap
-    scratch = None
-    if read_only:
-        store = MetadataStore(db_path, read_only=True)
-    else:
-        scratch = Path(tempfile.mkdtemp(prefix="vidsearch-index-", dir=opts.work_dir))
-        shutil.copyfile(db_path, scratch / METADATA_FILE)
-        store = MetadataStore(scratch / METADATA_FILE)
-    placement = place(index, GpuPolicy.NEVER if mmap else opts.gpu)
-    state = _State(placement, store, manifest, read_only, directory, scratch, size_bytes=size, gpu=opts.gpu)
-    log.info(
-        "opened %s: %d clips, %s on %s%s",
-        snapshot,
-        manifest.count,
-        manifest.factory,
-        placement.device,
-        " (memory-mapped)" if mmap else "",
-    )
-    return state

@@ -8,6 +8,10 @@ Columns (one row per clip):
 File key/value metadata: `vidsearch.format` = "clip-embeddings/1" and `vidsearch.model_checksum`
 (the checksum of the embedding model's weights; may be empty). Readers go row group by row group,
 so memory stays bounded however large the shards are.
+
+Damage is caught twice: each shard has a `<name>.parquet.sha256` sidecar (the `sha256sum` format),
+checked by `scan_shards` before anything is built, and every data page carries a CRC that the reader
+checks (shards from other tools may lack the sidecar; they are read with the page CRCs only).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidsearch.errors import IndexFormatError
-from vidsearch.formats.atomic import atomic_path
+from vidsearch.formats.atomic import atomic_path, write_atomic
+from vidsearch.formats.checksum import sha256_file
 from vidsearch.index.base import ClipRecord
 
 FORMAT = "clip-embeddings/1"
@@ -32,6 +39,9 @@ PREPROCESS = "preprocess"
 _STRING_COLUMNS = ("clip_id", "video_id", "uri", "model")
 _FLOAT_COLUMNS = ("start_s", "end_s")
 _ROW_GROUP_ROWS = 16_384
+DIGEST_SUFFIX = ".sha256"
+
+log = logging.getLogger(__name__)
 
 
 def shard_schema(dim: int, *, float16: bool = False, model_checksum: str = "") -> pa.Schema:
@@ -115,9 +125,26 @@ def shard_table(rows: ShardRows, *, float16: bool = False, model_checksum: str =
 
 
 def write_shard(path: Path, table: pa.Table) -> None:
-    """Write a shard atomically (temporary file, fsync, rename), in bounded row groups."""
+    """Write a shard atomically (temporary file, fsync, rename), in bounded row groups, with page CRCs,
+    then its digest sidecar."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS)
+        pq.write_table(table, tmp, row_group_size=_ROW_GROUP_ROWS, write_page_checksum=True)
+    write_atomic(_digest_path(path), f"{sha256_file(path)}  {path.name}\n")
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def verify_shard(path: Path) -> bool:
+    """Check a shard against its digest sidecar (IndexFormatError if it differs); False if it has none."""
+    sidecar = _digest_path(path)
+    if not sidecar.exists():
+        return False
+    recorded = sidecar.read_text(errors="replace").split(maxsplit=1)[0] if sidecar.stat().st_size else ""
+    if sha256_file(path) != recorded:
+        raise IndexFormatError(f"{path}: damaged (its SHA-256 differs from {sidecar.name})")
+    return True
 
 
 @dataclass(frozen=True)
@@ -164,6 +191,10 @@ def scan_shards(directory: Path) -> ShardSet:
     if not files:
         raise IndexFormatError(f"{directory}: no .parquet embedding shards in it")
     rows, dims, checksums = 0, set(), set()
+    unverified = [path.name for path in files if not verify_shard(path)]
+    if unverified:
+        log.warning("%d shards have no %s sidecar (only their page CRCs are checked): %s",
+                    len(unverified), DIGEST_SUFFIX, ", ".join(unverified[:5]))
     for path in files:
         try:
             meta = pq.read_metadata(path)
@@ -189,12 +220,28 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int, path: Path) -> np.nda
     return merged.astype(np.float32, copy=False)
 
 
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IndexFormatError(f"{path}: unreadable Parquet file ({exc})") from exc
+
+
+def _batches(path: Path, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """A shard's record batches (and whether it has the preprocess column); damage is IndexFormatError."""
+    parquet = _open(path)
+    has_preprocess = PREPROCESS in parquet.schema_arrow.names
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            yield batch, has_preprocess
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IndexFormatError(f"{path}: damaged Parquet data ({exc})") from exc
+
+
 def iter_rows(shards: ShardSet, batch_rows: int) -> Iterator[tuple[Path, ShardRows]]:
     """Batches of at most `batch_rows` rows, file by file, row group by row group."""
     for path in shards.files:
-        parquet = pq.ParquetFile(path)
-        has_preprocess = PREPROCESS in parquet.schema_arrow.names
-        for batch in parquet.iter_batches(batch_size=batch_rows):
+        for batch, has_preprocess in _batches(path, batch_rows):
             yield (
                 path,
                 ShardRows(
@@ -217,7 +264,7 @@ def read_sample(shards: ShardSet, size: int, seed: int) -> np.ndarray:
     out = np.empty((size, shards.dim), dtype=np.float32)
     filled, file_start = 0, 0
     for path in shards.files:
-        parquet = pq.ParquetFile(path)
+        parquet = _open(path)
         group_start = file_start
         for group in range(parquet.num_row_groups):
             group_rows = parquet.metadata.row_group(group).num_rows

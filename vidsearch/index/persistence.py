@@ -1,112 +1,98 @@
-"""The index directory on disk: a manifest, and snapshots replaced atomically.
+"""The index directory on disk: snapshots replaced atomically, a change log, one writer at a time.
 
 Layout::
 
     <dir>/CURRENT                    name of the live snapshot (one line)
     <dir>/snapshot-000042/           manifest.json, index.faiss, metadata.sqlite
+    <dir>/log-000007.wal             changes acknowledged after the snapshot (see `changelog`)
     <dir>/.tmp-000043-<random>/      a save in progress (ignored by readers, removed by the next save)
-    <dir>/.lock                      taken (flock) by a saver, so that saves from several processes queue
+    <dir>/.work/                     the writer's working copy of the metadata (removed at the next open)
+    <dir>/WRITER.lock                held (flock) by the one process that may change the directory
 
 A save writes a fresh temporary directory, fsyncs its files and itself, renames it to its snapshot
 name, then swaps CURRENT (write, fsync, rename, fsync the directory). Until that last rename readers
 see the old snapshot, which is deleted only afterwards; a crash at any moment leaves a loadable
-directory holding either the old or the new contents.
+directory holding either the old or the new contents. The manifest records each file's size and
+SHA-256; opening checks the sizes always and the digests below VERIFY_ON_OPEN_MAX_BYTES.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from vidsearch.errors import IndexFormatError, IndexMismatchError
+from vidsearch.errors import IndexFormatError, IndexLockedError
 from vidsearch.formats.atomic import fsync_path, write_atomic
+from vidsearch.formats.checksum import sha256_file
+from vidsearch.formats.index_manifest import FileEntry, IndexManifest
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.sqlite"
+WORK_DIR = ".work"
+WRITER_LOCK = "WRITER.lock"
+REQUIRED_FILES = (INDEX_FILE, METADATA_FILE)
+VERIFY_ON_OPEN_MAX_BYTES = 1 << 30
+"""Snapshots up to this size have every digest checked when opened (about 1 s per GiB with SHA-NI);
+larger ones only their sizes, and `vidsearch index verify` checks the digests on demand."""
 _SNAPSHOT = re.compile(r"^snapshot-(\d{6,})$")
 _TMP_PREFIX = ".tmp-"
-_LOCK = ".lock"
 _OPEN_ATTEMPTS = 3
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """What a snapshot holds; enough to refuse an index built for another model before reading it."""
+class WriterLock:
+    """The exclusive right to change an index directory, held (flock) for the life of the writer.
 
-    dim: int
-    count: int
-    factory: str
-    model: str
-    model_checksum: str
-    faiss_version: str
-    params: Mapping[str, str | int | float] = field(default_factory=dict)
-    metric: str = "inner_product"
-    format_version: int = FORMAT_VERSION
-    files: Mapping[str, int] = field(default_factory=dict)
+    The kernel drops it when the process dies, so a crashed writer never leaves a stale lock behind.
+    Readers take no lock: they see whole snapshots only.
+    """
 
-    def to_json(self) -> str:
-        payload = asdict(self)
-        payload["params"] = dict(self.params)
-        payload["files"] = dict(self.files)
-        return json.dumps(payload, indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, source: Path) -> Manifest:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        path = directory / WRITER_LOCK
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            payload: dict[str, Any] = json.loads(text)
-            manifest = cls(**payload)
-        except (ValueError, TypeError) as exc:
-            raise IndexFormatError(f"{source}: unreadable manifest ({exc})") from exc
-        if manifest.format_version != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{source}: index format version {manifest.format_version}, this vidsearch reads "
-                f"version {FORMAT_VERSION}; rebuild the index with `vidsearch index build`"
-            )
-        return manifest
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = path.read_text().strip() or "another process"
+            raise IndexLockedError(
+                f"{directory} is being changed by {holder} (it holds {path}); one writer per index "
+                "directory: stop it, or open this one read-only"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"process {os.getpid()}\n".encode())
 
-    def check_compatible(
-        self, *, dim: int | None, model: str | None, model_checksum: str | None, source: Path
-    ) -> None:
-        """Refuse an index built for another embedding model or dimension, naming both sides."""
-        if dim is not None and dim != self.dim:
-            raise IndexMismatchError(f"{source}: index holds {self.dim}-d vectors, expected {dim}-d")
-        if model is not None and model != self.model:
-            raise IndexMismatchError(
-                f"{source}: index was built with embedding model {self.model!r}, expected {model!r}"
-            )
-        if model_checksum is not None and model_checksum != self.model_checksum:
-            raise IndexMismatchError(
-                f"{source}: index was built with model checksum {self.model_checksum!r}, "
-                f"expected {model_checksum!r}"
-            )
+    def release(self) -> None:
+        """Give up the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-@contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """One saver per directory at a time, across processes (readers never wait)."""
-    with open(directory / _LOCK, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def generation_of(snapshot: Path) -> int:
+    match = _SNAPSHOT.match(snapshot.name)
+    if match is None:
+        raise IndexFormatError(f"{snapshot}: not a snapshot directory name")
+    return int(match.group(1))
 
 
 def _generations(directory: Path) -> dict[int, Path]:
@@ -125,63 +111,102 @@ def _remove_stale(directory: Path, keep: Path | None) -> None:
             shutil.rmtree(child, ignore_errors=True)
 
 
+def is_index_directory(directory: Path) -> bool:
+    return (directory / CURRENT).exists()
+
+
 def current_snapshot(directory: Path) -> Path:
-    """The live snapshot directory, or IndexFormatError if `directory` is not an index directory."""
+    """The live snapshot directory; IndexFormatError if CURRENT is missing, garbage or dangling."""
+    pointer = directory / CURRENT
     try:
-        name = (directory / CURRENT).read_text().strip()
+        raw = pointer.read_bytes()
     except FileNotFoundError:
         raise IndexFormatError(f"{directory}: not a vidsearch index directory (no {CURRENT} file)") from None
+    except OSError as exc:
+        raise IndexFormatError(f"{pointer}: unreadable ({exc.strerror})") from exc
+    try:
+        name = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        name = ""
     if not _SNAPSHOT.match(name):
-        raise IndexFormatError(f"{directory}/{CURRENT}: names no snapshot ({name!r})")
-    return directory / name
+        raise IndexFormatError(f"{pointer}: names no snapshot ({raw[:64]!r})")
+    snapshot = directory / name
+    if not snapshot.is_dir():
+        raise IndexFormatError(f"{pointer}: names {name}, which does not exist (a dangling pointer)")
+    return snapshot
 
 
-def read_manifest(snapshot: Path) -> Manifest:
-    """Read and check a snapshot's manifest, including that its files have their recorded sizes."""
-    manifest = Manifest.from_json((snapshot / MANIFEST).read_text(), snapshot / MANIFEST)
-    for name, size in manifest.files.items():
-        actual = (snapshot / name).stat().st_size
-        if actual != size:
-            raise IndexFormatError(f"{snapshot / name}: {actual} bytes, manifest says {size}")
+def read_manifest(snapshot: Path, *, verify: bool | None = None) -> IndexManifest:
+    """Read a snapshot's manifest and check its files: present, of their recorded sizes, and (when
+    `verify`, or None and the snapshot is small enough) of their recorded SHA-256 digests."""
+    path = snapshot / MANIFEST
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path}: missing (the snapshot is incomplete)") from None
+    manifest = IndexManifest.from_json(data, path)
+    missing = [name for name in REQUIRED_FILES if name not in manifest.files]
+    if missing:
+        raise IndexFormatError(f"{path}: lists no {', '.join(missing)}")
+    for name, entry in manifest.files.items():
+        try:
+            actual = (snapshot / name).stat().st_size
+        except FileNotFoundError:
+            raise IndexFormatError(f"{snapshot / name}: missing (the manifest lists it)") from None
+        if actual != entry.bytes:
+            raise IndexFormatError(f"{snapshot / name}: {actual} bytes, the manifest says {entry.bytes}")
+    if verify if verify is not None else manifest.total_bytes <= VERIFY_ON_OPEN_MAX_BYTES:
+        verify_files(snapshot, manifest)
     return manifest
 
 
-def load_snapshot(directory: Path, opener: Callable[[Path, Manifest], T]) -> T:
-    """Open the live snapshot; retried if a concurrent save replaces it between the two reads."""
+def verify_files(snapshot: Path, manifest: IndexManifest) -> None:
+    """Check every file's SHA-256 against the manifest; IndexFormatError names the first that differs."""
+    for name, entry in manifest.files.items():
+        digest = sha256_file(snapshot / name)
+        if digest != entry.sha256:
+            raise IndexFormatError(
+                f"{snapshot / name}: damaged (SHA-256 {digest[:16]}…, the manifest says {entry.sha256[:16]}…)"
+            )
+
+
+def load_snapshot(directory: Path, opener: Callable[[Path, IndexManifest], T], *, verify: bool | None) -> T:
+    """Open the live snapshot; retried if a concurrent save replaces it between the reads."""
     for attempt in range(_OPEN_ATTEMPTS):
         snapshot = current_snapshot(directory)
         try:
-            return opener(snapshot, read_manifest(snapshot))
-        except FileNotFoundError:
-            if attempt == _OPEN_ATTEMPTS - 1:
+            return opener(snapshot, read_manifest(snapshot, verify=verify))
+        except (IndexFormatError, FileNotFoundError) as exc:
+            replaced = _live_or_none(directory) != snapshot
+            if not replaced or attempt == _OPEN_ATTEMPTS - 1:
+                if isinstance(exc, FileNotFoundError):
+                    raise IndexFormatError(f"{exc.filename}: missing") from exc
                 raise
             log.info("snapshot %s was replaced while opening it; retrying", snapshot.name)
     raise AssertionError("unreachable")
 
 
-def save_snapshot(directory: Path, write: Callable[[Path], Manifest]) -> Path:
+def save_snapshot(directory: Path, write: Callable[[Path], IndexManifest]) -> Path:
     """Write a new snapshot atomically and make it the live one; returns its directory.
 
-    `write(tmp)` writes the data files into `tmp` and returns the manifest (without `files`).
+    The caller holds the directory's WriterLock. `write(tmp)` writes the data files into `tmp` and
+    returns the manifest (without `files`, which are measured and digested here).
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    with _exclusive(directory):
-        _remove_stale(directory, keep=_live_or_none(directory))
-        generations = _generations(directory)
-        generation = max(generations, default=0) + 1
-        tmp = directory / f"{_TMP_PREFIX}{generation:06d}-{secrets.token_hex(4)}"
-        tmp.mkdir()
-        manifest = write(tmp)
-        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        (tmp / MANIFEST).write_text(replace(manifest, files=sizes).to_json())
-        for path in tmp.iterdir():
-            fsync_path(path)
-        fsync_path(tmp, directory=True)
-        snapshot = directory / f"snapshot-{generation:06d}"
-        os.rename(tmp, snapshot)
-        fsync_path(directory, directory=True)
-        write_atomic(directory / CURRENT, snapshot.name + "\n")
-        _remove_stale(directory, keep=snapshot)
+    _remove_stale(directory, keep=_live_or_none(directory))
+    generation = max(_generations(directory), default=0) + 1
+    tmp = directory / f"{_TMP_PREFIX}{generation:06d}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    manifest = write(tmp)
+    files = {p.name: FileEntry(p.stat().st_size, sha256_file(p)) for p in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(replace(manifest, files=files).to_json())
+    for path in tmp.iterdir():
+        fsync_path(path)
+    fsync_path(tmp, directory=True)
+    snapshot = directory / f"snapshot-{generation:06d}"
+    os.rename(tmp, snapshot)
+    fsync_path(directory, directory=True)
+    write_atomic(directory / CURRENT, snapshot.name + "\n")
+    _remove_stale(directory, keep=snapshot)
     log.info("saved %s (%d clips)", snapshot, manifest.count)
     return snapshot
 

@@ -29,7 +29,8 @@ from vidsearch.index.base import (
     check_top_k,
     normalise_rows,
 )
-from vidsearch.index.faiss_index import FaissClipIndex, OpenOptions
+from vidsearch.index.faiss_index import FaissClipIndex
+from vidsearch.index.faiss_state import OpenOptions
 from vidsearch.index.paging import paginate
 
 
@@ -71,6 +72,10 @@ class ShardedClipIndex:
     @property
     def model(self) -> str:
         return self._shards[0].model
+
+    @property
+    def version(self) -> str:
+        return "/".join(shard.version for shard in self._shards)
 
     @property
     def shards(self) -> tuple[ClipIndex, ...]:

@@ -19,10 +19,9 @@ from vidsearch.errors import (
     RequestError,
     VidsearchError,
 )
-from vidsearch.index import ClipRecord
+from vidsearch.index import ClipIndex, ClipRecord
 from vidsearch.index.base import clip_id
 from vidsearch.serving.deadline import RequestDeadline
-from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.media import VideoModels
 from vidsearch.serving.paths import AllowedPath, AllowedRoots
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
@@ -40,9 +39,9 @@ class _Item:
 
 
 class Ingester:
-    def __init__(self, handle: IndexHandle, videos: VideoModels, roots: AllowedRoots, model_version: str,
+    def __init__(self, index: ClipIndex, videos: VideoModels, roots: AllowedRoots, model_version: str,
                  max_items: int) -> None:
-        self._handle = handle
+        self._index = index
         self._videos = videos
         self._roots = roots
         self._model_version = model_version
@@ -75,15 +74,14 @@ class Ingester:
                 results.append(pb.IngestResult(path=item.message.path, video_id=video_id,
                                                error_code=status_of(err).name, error=str(err)))
         added = sum(r.clips for r in results)
-        version = self._handle.changed() if added else self._handle.version
-        return pb.IngestResponse(results=results, clips_added=added, index_version=version)
+        return pb.IngestResponse(results=results, clips_added=added, index_version=self._index.version)
 
     def _one(self, item: _Item, spec: ClipSpec, replace: bool, deadline: RequestDeadline) -> pb.IngestResult:
         if item.problem is not None:
             raise item.problem
         assert item.allowed is not None
         video_id = item.message.video_id or item.allowed.relative
-        index = self._handle.index
+        index = self._index
         if not replace and index.get([clip_id(video_id, 0)]):
             raise DuplicateClipError(f"video {video_id!r} is in the index already (set replace to re-ingest)")
         clips, duration = self._videos.segment(item.allowed.path, spec, deadline)

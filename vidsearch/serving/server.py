@@ -21,9 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vidsearch.errors import ConfigError
+from vidsearch.index import ClipIndex
 from vidsearch.runtime import open_runtime
 from vidsearch.runtime.base import Runtime
-from vidsearch.serving.index_handle import IndexHandle
+from vidsearch.serving.index_handle import open_served_index
 from vidsearch.serving.interceptors import ServiceInterceptor
 from vidsearch.serving.metrics import Metrics
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
@@ -73,7 +74,7 @@ class SearchServer:
         self._server: grpc.Server | None = None
         self._servicer: SearchServicer | None = None
         self._runtime: Runtime | None = None
-        self._index: IndexHandle | None = None
+        self._index: ClipIndex | None = None
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._watcher: _HealthWatcher | None = None
 
@@ -90,9 +91,9 @@ class SearchServer:
             if settings.metrics_port is not None:
                 self.metrics_port = self.metrics.start_http(settings.host, settings.metrics_port)
             self._runtime = open_runtime(settings.runtime, observer=self.metrics.observe_batch)
-            self._index = IndexHandle.open(settings.index, self._runtime.models, create=settings.create_index,
-                                           persist=settings.persist_changes)
-            index, runtime = self._index.index, self._runtime
+            self._index = open_served_index(settings.index, self._runtime.models,
+                                            create=settings.create_index, persist=settings.persist_changes)
+            index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
             self._servicer = SearchServicer(self._runtime, self._index, settings)
             self._server = self._grpc_server(self._servicer)

@@ -13,11 +13,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
-from vidsearch.index import SearchOptions, SearchPage
+from vidsearch.index import ClipIndex, SearchOptions, SearchPage
 from vidsearch.runtime.base import Runtime
 from vidsearch.serving import classify, convert
 from vidsearch.serving.deadline import RequestDeadline
-from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.ingest import Ingester
 from vidsearch.serving.media import VideoModels, clip_spec, within
 from vidsearch.serving.paths import AllowedRoots
@@ -35,17 +34,17 @@ def _ms(since: float) -> float:
 
 
 class SearchServicer(pb_grpc.SearchServiceServicer):
-    def __init__(self, runtime: Runtime, handle: IndexHandle, settings: ServerSettings) -> None:
+    def __init__(self, runtime: Runtime, index: ClipIndex, settings: ServerSettings) -> None:
         self._runtime = runtime
         self._model_name = runtime.models.model_name  # fixed for the runtime's life; derived on each read
-        self._handle = handle
+        self._index = index
         self._settings = settings
         self._limits = settings.limits
         self._videos = VideoModels(runtime, settings.video)
         self._roots = AllowedRoots(settings.allowed_roots)
-        self._text_searcher = TextSearcher(runtime, handle, max(1, runtime.text_batch))
+        self._text_searcher = TextSearcher(runtime, index, max(1, runtime.text_batch))
         vision = runtime.models.vision
-        self._ingester = Ingester(handle, self._videos, self._roots, str(vision.version) if vision else "",
+        self._ingester = Ingester(index, self._videos, self._roots, str(vision.version) if vision else "",
                                   self._limits.max_ingest_items)
         classifier = runtime.models.classifier
         classes = classifier.output("LOGITS").shape[-1] if classifier else 0
@@ -79,14 +78,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def _search(self, vector: NDArray[np.float32], options: SearchOptions, token: str, started: float,
                 embed_ms: float) -> pb.SearchResponse:
         searched = time.perf_counter()
-        page = self._handle.index.search(vector, options, [token or None])[0]
+        page = self._index.search(vector, options, [token or None])[0]
         return self._response(page, embed_ms, _ms(searched), started)
 
     def _response(self, page: SearchPage, embed_ms: float, search_ms: float, started: float
                   ) -> pb.SearchResponse:
         response = convert.page_response(page)
         response.model = self._model_name
-        response.index_version = self._handle.version
+        response.index_version = self._index.version
         timings = pb.Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=_ms(started))
         response.timings.CopyFrom(timings)
         return response
@@ -162,17 +161,17 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                     ) -> pb.DeleteVideoResponse:
         if not request.video_id:
             raise RequestError("DeleteVideo needs a video_id")
-        deleted = self._handle.index.delete_videos([request.video_id])
+        deleted = self._index.delete_videos([request.video_id])
         if not deleted:
             raise NotFoundError(f"video {request.video_id!r} is not in the index")
-        return pb.DeleteVideoResponse(clips_deleted=deleted, index_version=self._handle.changed())
+        return pb.DeleteVideoResponse(clips_deleted=deleted, index_version=self._index.version)
 
     def GetIndexStats(self, request: pb.GetIndexStatsRequest, context: grpc.ServicerContext) -> pb.IndexStats:
-        stats = self._handle.index.stats()
+        stats = self._index.stats()
         return pb.IndexStats(clips=stats.clips, videos=stats.videos, dim=stats.dim, model=stats.model,
                              model_checksum=stats.model_checksum, index_type=stats.index_type,
                              backend=stats.backend, device=stats.device, size_bytes=stats.size_bytes,
-                             read_only=stats.read_only, index_version=self._handle.version,
+                             read_only=stats.read_only, index_version=self._index.version,
                              runtime=self._runtime.kind)
 
     def close(self) -> None:

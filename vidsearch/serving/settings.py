@@ -107,7 +107,7 @@ class ServerSettings(BaseSettings):
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)  # None: no metrics endpoint
     index: Path = Path("index")
     create_index: bool = True  # start with an empty index when `index` does not exist
-    persist_changes: bool = True  # save a snapshot after every Ingest / DeleteVideo
+    persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered
     allowed_roots: tuple[Path, ...] = ()  # path inputs are refused unless they lie under one of these
     classifier_labels: Path | None = None  # class names of the VideoMAE V2 classifier, one per line
     workers: int = Field(default=0, ge=0)  # handler threads; 0: max_concurrent_rpcs + 4 (health, spare)

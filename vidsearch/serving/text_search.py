@@ -21,10 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import DeadlineExceededError
-from vidsearch.index import SearchOptions, SearchPage, omp_threads
+from vidsearch.index import ClipIndex, SearchOptions, SearchPage, omp_threads
 from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.batching import DynamicBatcher
-from vidsearch.serving.index_handle import IndexHandle
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,9 @@ class _Outcome:
 class TextSearcher:
     """Thread-safe; `close` finishes the searches under way."""
 
-    def __init__(self, runtime: Runtime, handle: IndexHandle, max_batch: int) -> None:
+    def __init__(self, runtime: Runtime, index: ClipIndex, max_batch: int) -> None:
         self._runtime = runtime
-        self._handle = handle
+        self._index = index
         self._batcher: DynamicBatcher[TextQuery, _Outcome] = DynamicBatcher(
             self._run, max_batch, name="search-batcher")
 
@@ -91,7 +90,7 @@ class TextSearcher:
         so that one request's bad input fails that request only."""
         tokens = [queries[i].page_token for i in members]
         try:
-            pages = self._handle.index.search(vectors[members], options, tokens)
+            pages = self._index.search(vectors[members], options, tokens)
         except Exception as err:
             if len(members) == 1:
                 return {members[0]: err}

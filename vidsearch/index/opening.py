@@ -1,0 +1,75 @@
+"""Which `ClipIndex` a location holds, opened for a given embedding model: what a server calls.
+
+The server never names a backend: it asks for the index at a location, for the model its runtime
+serves, and gets a `ClipIndex`. Versioning, durability and the on-disk layout stay behind that
+interface. A location is recognised by its layout:
+
+    <dir>/CURRENT                 one FAISS index directory (`FaissClipIndex`)
+    <dir>/shard-*/CURRENT         FAISS index directories searched as one (`ShardedClipIndex`)
+
+A new backend adds its layout here. An index must hold vectors of the model served: same name and
+dimension, and the same weights when the index records a checksum; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidsearch.errors import IndexMismatchError
+from vidsearch.index.base import ClipIndex
+from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
+from vidsearch.index.faiss_state import OpenOptions
+from vidsearch.index.persistence import is_index_directory
+from vidsearch.index.shards import ShardedClipIndex
+
+log = logging.getLogger(__name__)
+
+NEW_INDEX_FACTORY = "Flat"  # exact, and needs no training: what an index filled by Ingest starts as
+SHARD_PREFIX = "shard-"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """The embedding model an index must hold vectors of; an empty checksum matches any weights."""
+
+    name: str
+    dim: int
+    checksum: str = ""
+
+
+def shard_directories(location: Path) -> list[Path]:
+    """The shard index directories of a sharded location, in name order (empty if it is not one)."""
+    if not location.is_dir() or is_index_directory(location):
+        return []
+    return sorted(p for p in location.iterdir() if p.name.startswith(SHARD_PREFIX) and is_index_directory(p))
+
+
+def open_index(location: Path, model: ModelIdentity, *, create: bool, durable: bool) -> ClipIndex:
+    """The index at `location` for `model`; `create` starts an empty one where there is none.
+
+    `durable`: each change is on disk when the call that made it returns; otherwise changes live in
+    memory only. The directory (or each shard's) is locked for this process while the index is open.
+    """
+    options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable)
+    shards = shard_directories(location)
+    index: ClipIndex
+    if shards:
+        index = ShardedClipIndex.open(shards, options)
+    elif is_index_directory(location):
+        index = FaissClipIndex.open(location, options)
+    elif create:
+        log.info("starting an empty %s index at %s for %s", NEW_INDEX_FACTORY, location, model.name)
+        config = IndexConfig(model.dim, model.name, model.checksum, NEW_INDEX_FACTORY)
+        with FaissClipIndex.create(config) as new:
+            new.save(location)
+        index = FaissClipIndex.open(location, options)
+    else:
+        raise IndexMismatchError(f"{location} holds no index (build one, or allow creating it)")
+    recorded = index.stats().model_checksum
+    if recorded and recorded != model.checksum:
+        index.close()
+        raise IndexMismatchError(f"{location} was built with weights {recorded}; the runtime serves "
+                                 f"{model.checksum}: rebuild the index with this model")
+    return index
