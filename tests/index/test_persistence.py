@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vidsearch.errors import IndexFormatError, IndexMismatchError, IndexReadOnlyError
-from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, OpenOptions, SearchFilter, Tuning
 from vidsearch.formats.checksum import sha256_file
+from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, OpenOptions, SearchFilter, Tuning
 from vidsearch.index.persistence import (
     CURRENT,
     INDEX_FILE,

@@ -61,7 +61,7 @@ def test_serve_reads_file_env_and_flags_and_search_prints_a_table(repository: Re
         rows = [line for line in result.output.splitlines() if "clip-" in line and "│" in line]
         assert len(rows) == 3
         assert re.search(r"│ [024]\.00–[246]\.00 s │", result.output)
-        assert "tiny-viclip, index snapshot-000001" in result.output
+        assert "tiny-viclip, index snapshot-000001+2" in result.output
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

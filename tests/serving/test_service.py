@@ -60,7 +60,7 @@ def test_search_ranks_every_clip_by_cosine_like_pytorch(running: Running, reposi
     assert (hit.start_s, hit.end_s) == (number * SCENE_S, (number + 1) * SCENE_S)
     assert hit.uri == (running.media.root / hit.video_id).as_uri()
     assert result.model == "tiny-viclip"
-    assert result.index_version == "snapshot-000002"  # two Ingest calls, each saved
+    assert result.index_version == "snapshot-000001+3"  # the empty index, then three videos logged
     assert result.timings_ms["total"] >= result.timings_ms["embed"] > 0
 
 
@@ -178,7 +178,7 @@ def test_changes_are_saved_and_a_restarted_server_has_them(repository: Repositor
     assert len(before.hits) == 6
     with SearchServer(settings) as server, SearchClient(server.address) as client:
         after = client.search(QUERY, top_k=9)
-        assert client.index_stats().index_version == "snapshot-000002"
+        assert client.index_stats().index_version == "snapshot-000001+4", "three adds and a delete"
     assert [(h.clip_id, h.score) for h in after.hits] == [(h.clip_id, h.score) for h in before.hits]
 
 

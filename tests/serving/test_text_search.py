@@ -5,7 +5,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from vidsearch.errors import DeadlineExceededError, InvalidPageTokenError
 from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
 from vidsearch.runtime import RuntimeConfig, open_runtime
 from vidsearch.runtime.model_runtime import ModelRuntime
-from vidsearch.serving.index_handle import IndexHandle
 from vidsearch.serving.text_search import TextQuery, TextSearcher
 
 from ..runtime.models import Repository
@@ -53,13 +51,13 @@ def runtime(repository: Repository) -> Iterator[ModelRuntime]:
 
 
 @pytest.fixture
-def handle(runtime: ModelRuntime, tmp_path: Path) -> Iterator[IndexHandle]:
+def index(runtime: ModelRuntime) -> Iterator[FaissClipIndex]:
     models = runtime.models
     index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, "Flat"))
     vectors = np.random.default_rng(0).standard_normal((CLIPS, models.dim)).astype(np.float32)
     index.add([ClipRecord(f"c{i}", f"v{i // 4}", f"file:///v{i // 4}.mp4", i % 4 * 2.0, i % 4 * 2.0 + 2.0,
                           models.model_name) for i in range(CLIPS)], vectors)
-    yield IndexHandle(index, tmp_path, "test", persist=False)
+    yield index
     index.close()
 
 
@@ -69,10 +67,10 @@ def query(text: str, top_k: int = 5, token: str | None = None) -> TextQuery:
 
 
 def test_concurrent_searches_share_one_batch_and_match_searching_alone(runtime: ModelRuntime,
-                                                                       handle: IndexHandle) -> None:
+                                                                       index: FaissClipIndex) -> None:
     gated = GatedRuntime(runtime)
-    searcher = TextSearcher(gated, handle, max_batch=64)
-    alone = {text: handle.index.search(runtime.embed_text([text]), OPTIONS)[0] for text in TEXTS}
+    searcher = TextSearcher(gated, index, max_batch=64)
+    alone = {text: index.search(runtime.embed_text([text]), OPTIONS)[0] for text in TEXTS}
     queries = [query(text) for text in TEXTS] + [query(TEXTS[0], top_k=3)]  # two sets of options
     with ThreadPoolExecutor(len(queries)) as pool:
         first = pool.submit(searcher.search, queries[0], 30)
@@ -91,12 +89,12 @@ def test_concurrent_searches_share_one_batch_and_match_searching_alone(runtime: 
     assert answers[-1].page.hits == answers[0].page.hits, "top 3 and top 5 share their first page"
 
 
-def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, handle: IndexHandle) -> None:
-    searcher = TextSearcher(runtime, handle, max_batch=64)
+def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, index: FaissClipIndex) -> None:
+    searcher = TextSearcher(runtime, index, max_batch=64)
     token = searcher.search(query(TEXTS[1]), 30).page.next_page_token
     searcher.close()
     gated = GatedRuntime(runtime)
-    searcher = TextSearcher(gated, handle, max_batch=64)
+    searcher = TextSearcher(gated, index, max_batch=64)
     good = [query(TEXTS[1], token=token), query(TEXTS[2]), query(TEXTS[3])]
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(searcher.search, query(TEXTS[0]), 30)
@@ -114,14 +112,15 @@ def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, hand
         pages = [f.result(30).page for f in fine]
     searcher.close()
     assert gated.batches == [1, 5]
-    second = handle.index.search(runtime.embed_text([TEXTS[1]]), OPTIONS, [token])[0]
+    second = index.search(runtime.embed_text([TEXTS[1]]), OPTIONS, [token])[0]
     assert pages[0].hits == second.hits, "the valid token still gives its query's second page"
     assert all(len(page.hits) == 2 for page in pages)
 
 
-def test_a_query_that_waits_past_its_deadline_is_refused(runtime: ModelRuntime, handle: IndexHandle) -> None:
+def test_a_query_that_waits_past_its_deadline_is_refused(runtime: ModelRuntime,
+                                                         index: FaissClipIndex) -> None:
     gated = GatedRuntime(runtime)
-    searcher = TextSearcher(gated, handle, max_batch=64)
+    searcher = TextSearcher(gated, index, max_batch=64)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(searcher.search, query(TEXTS[0]), 30)
         assert gated.entered.wait(10)

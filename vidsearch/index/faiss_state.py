@@ -24,7 +24,7 @@ from vidsearch.index.base import GpuPolicy
 from vidsearch.index.changelog import ChangeLog
 from vidsearch.index.factory import Placement, place
 from vidsearch.index.metadata import MetadataStore
-from vidsearch.index.persistence import INDEX_FILE, METADATA_FILE, WORK_DIR, WriterLock
+from vidsearch.index.persistence import INDEX_FILE, MANIFEST, METADATA_FILE, WORK_DIR, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _check_counts(index: Any, store: MetadataStore, manifest: IndexManifest, sna
         raise IndexFormatError(f"{snapshot / METADATA_FILE}: damaged ({exc})") from exc
     if rows != manifest.count:
         raise IndexFormatError(
-            f"{snapshot / METADATA_FILE}: {rows} clips, the manifest says {manifest.count}"
+            f"{snapshot / MANIFEST}: count {manifest.count}, but {METADATA_FILE} holds {rows} clips"
         )
     if int(index.ntotal) != rows + tombstones:
         raise IndexFormatError(

@@ -62,6 +62,8 @@ def open_index(location: Path, model: ModelIdentity, *, create: bool, durable: b
     elif create:
         log.info("starting an empty %s index at %s for %s", NEW_INDEX_FACTORY, location, model.name)
         config = IndexConfig(model.dim, model.name, model.checksum, NEW_INDEX_FACTORY)
+        if not durable:
+            return FaissClipIndex.create(config)  # nothing is written: the index lives in memory
         with FaissClipIndex.create(config) as new:
             new.save(location)
         index = FaissClipIndex.open(location, options)

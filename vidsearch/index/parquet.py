@@ -16,11 +16,10 @@ checks (shards from other tools may lack the sidecar; they are read with the pag
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import pyarrow as pa

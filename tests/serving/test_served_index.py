@@ -1,0 +1,71 @@
+"""Serving talks to `ClipIndex` only: a `ShardedClipIndex` is served over real gRPC like one index, and a
+second server on the same index directory is refused."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidsearch.client import SearchClient
+from vidsearch.errors import IndexLockedError
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig
+from vidsearch.index.shards import shard_of
+from vidsearch.runtime import RuntimeConfig, read_repository
+from vidsearch.serving import SearchServer
+
+from ..runtime.models import Repository
+from .conftest import CLIPS_PER_VIDEO, VIDEOS, Media, settings_for
+
+SHARDS = 2
+CLIPS = 40
+
+
+def write_shards(location: Path, repository: Repository) -> dict[str, np.ndarray]:
+    """Two shard directories of random clips of the served model; returns clip id → unit vector."""
+    models = read_repository(RuntimeConfig(model_repository=repository.path))
+    vectors = np.random.default_rng(3).standard_normal((CLIPS, models.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    records = [ClipRecord(f"r{i}#00000", f"r{i}", f"file:///r{i}.mp4", 0.0, 1.0, models.model_name)
+               for i in range(CLIPS)]
+    for shard in range(SHARDS):
+        rows = [i for i, r in enumerate(records) if shard_of(r.video_id, SHARDS) == shard]
+        config = IndexConfig(models.dim, models.model_name, models.model_checksum, "Flat")
+        with FaissClipIndex.create(config) as index:
+            index.add([records[i] for i in rows], vectors[rows])
+            index.save(location / f"shard-{shard}")
+    return {r.clip_id: v for r, v in zip(records, vectors, strict=True)}
+
+
+def test_a_sharded_index_is_served_searched_and_changed(repository: Repository, media: Media,
+                                                        tmp_path: Path) -> None:
+    location = tmp_path / "sharded"
+    vectors = write_shards(location, repository)
+    settings = settings_for(repository, media, location)
+    with SearchServer(settings) as server, SearchClient(server.address) as client:
+        stats = client.index_stats()
+        assert (stats.clips, stats.backend.split(" of ")[0]) == (CLIPS, f"{SHARDS} shards")
+        assert stats.index_version == "snapshot-000001/snapshot-000001"
+        query = client.embed_text(["a red circle moving left"])[0]
+        expected = sorted(vectors, key=lambda clip: -float(vectors[clip] @ query))[:10]
+        hits = client.search("a red circle moving left", top_k=10).hits
+        assert [h.clip_id for h in hits] == expected, "the shards' top hits merged into the global top 10"
+        assert {shard_of(h.video_id, SHARDS) for h in hits} == set(range(SHARDS))
+        assert client.ingest(list(VIDEOS))[0].clips == CLIPS_PER_VIDEO
+        assert client.delete_video("r0") == 1
+        changed = client.index_stats()
+        assert changed.clips == CLIPS + len(VIDEOS) * CLIPS_PER_VIDEO - 1
+        assert changed.index_version != stats.index_version
+    with SearchServer(settings) as server, SearchClient(server.address) as client:
+        assert client.index_stats().clips == changed.clips, "every change was durable in its shard"
+        assert client.index_stats().index_version == changed.index_version
+
+
+def test_a_second_server_on_the_same_index_is_refused(repository: Repository, media: Media,
+                                                      tmp_path: Path) -> None:
+    settings = settings_for(repository, media, tmp_path / "index")
+    with SearchServer(settings) as server, SearchClient(server.address) as client:
+        client.ingest([VIDEOS[0]])
+        with pytest.raises(IndexLockedError, match="one writer per index directory"):
+            SearchServer(settings).start()
+        assert client.health() == "SERVING"
+        assert client.index_stats().clips == CLIPS_PER_VIDEO
