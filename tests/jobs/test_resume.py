@@ -88,13 +88,15 @@ def test_a_torn_commit_is_undone_on_open(tmp_path: Path) -> None:
     ledger.close()
     # killed after the shard's rename, before its ledger line was whole
     (tmp_path / shard_name(2)).write_bytes(b"PAR1")
+    (tmp_path / f"{shard_name(2)}.sha256").write_text("0" * 64)
     with open(tmp_path / LEDGER, "ab") as handle:
         handle.write(b'{"shard": "part-000002.parquet", "vid')
     (tmp_path / ".part-000003.parquet.tmp").write_bytes(b"partial")
     reopened = Ledger(tmp_path, identity)
     try:
         assert reopened.settled == {"a", "bad"}
-        assert sorted(p.name for p in tmp_path.glob("*parquet*")) == [shard_name(0)]
+        names = sorted(p.name for p in tmp_path.glob("*parquet*"))
+        assert names == [shard_name(0), f"{shard_name(0)}.sha256"], "stray shards and digests removed"
         assert [f.video_id for f in reopened.failures()] == ["bad"]
         reopened.commit(_rows("b"), ["b"], [], float16=False, model_checksum="")
         assert (tmp_path / shard_name(2)).is_file()

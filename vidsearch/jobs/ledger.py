@@ -27,7 +27,7 @@ from typing import Any
 
 from vidsearch.errors import JobError, JobMismatchError
 from vidsearch.formats.atomic import write_atomic
-from vidsearch.index.parquet import ShardRows, shard_table, write_shard
+from vidsearch.index.parquet import DIGEST_SUFFIX, ShardRows, shard_table, write_shard
 from vidsearch.jobs.decoding import Failure
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,12 @@ _OWN = (JOB_FILE, LEDGER, FAILURES, SUMMARY, LOCK)
 
 def shard_name(sequence: int) -> str:
     return f"part-{sequence:06d}.parquet"
+
+
+def _shard_named(path: Path) -> str | None:
+    """The shard a file belongs to (itself, or the shard whose digest sidecar it is), or None."""
+    name = path.name.removesuffix(DIGEST_SUFFIX)
+    return name if _is_shard(path.with_name(name)) else None
 
 
 def _is_shard(path: Path) -> bool:
@@ -88,7 +94,7 @@ class Ledger:
 
     def _clear(self) -> None:
         for path in self.out.iterdir():
-            ours = path.name in _OWN[:-1] or _is_shard(path) or path.name.startswith(".part-")
+            ours = path.name in _OWN[:-1] or _shard_named(path) is not None or path.name.startswith(".part-")
             if ours and path.is_file():
                 path.unlink()
 
@@ -114,7 +120,8 @@ class Ledger:
                     os.fsync(handle.fileno())
         committed = {record["shard"] for record in records if record["shard"]}
         for path in self.out.iterdir():
-            stray = (_is_shard(path) and path.name not in committed) or (
+            shard = _shard_named(path)
+            stray = (shard is not None and shard not in committed) or (
                 path.name.startswith(".") and path.name.endswith(".tmp"))
             if stray:
                 log.info("%s: removing %s, which no commit names", self.out, path.name)
