@@ -51,7 +51,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, OpenOptions, SearchOptions
 from vidsearch.runtime import RuntimeConfig, read_repository
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
@@ -173,10 +173,11 @@ def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
 
 
 def start_server(repository: Path, index: Path, workdir: Path, max_batch: int,
-                 threads: int) -> tuple[subprocess.Popen[bytes], str]:
-    """`vidsearch serve` in its own process; its address, read from its JSON log."""
+                 threads: int, settings: str = "port = 0\n") -> tuple[subprocess.Popen[bytes], str]:
+    """`vidsearch serve` in its own process; its address, read from its JSON log. `settings`: more
+    top-level lines of its configuration file."""
     config = workdir / f"server-{repository.name}.toml"
-    config.write_text(f'port = 0\nmetrics_port = 0\nindex = "{index}"\nlog_level = "INFO"\n'
+    config.write_text(f'{settings}metrics_port = 0\nindex = "{index}"\nlog_level = "INFO"\n'
                       f'[runtime]\nmodel_repository = "{repository}"\nmax_batch = {max_batch}\n'
                       f"threads = {threads}\n"
                       "[limits]\nmax_concurrent_rpcs = 64\n")
@@ -213,7 +214,7 @@ class Probes:
         self.backend = EmbeddedBackend(models, threads)
         self.tokenizer = Tokenizer()
         self.output = [models.text.normalized_output or ""]
-        self.index = FaissClipIndex.open(index_dir)
+        self.index = FaissClipIndex.open(index_dir, OpenOptions(read_only=True))  # the server writes
         self.channel: grpc.Channel | None = None
 
     def connect(self, address: str) -> None:

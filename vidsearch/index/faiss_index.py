@@ -360,15 +360,15 @@ class FaissClipIndex:
         if target is None:
             raise ClipIndexError("this index has no directory yet: call save(directory)")
         moving = target != self._s.directory
-        lock = WriterLock(target) if moving else self._s.lock
+        lock = self._s.lock if self._s.lock is not None and not moving else WriterLock(target)
         try:
             with self._gate, self._lock.read():
                 snapshot = self._save_locked(target, moving)
         except BaseException:
-            if moving and lock is not None:
+            if lock is not self._s.lock:
                 lock.release()
             raise
-        if moving:
+        if lock is not self._s.lock:
             if self._s.lock is not None:
                 self._s.lock.release()
             self._s.lock, self._s.directory = lock, target
