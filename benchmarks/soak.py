@@ -63,6 +63,7 @@ class Tally:
     hostile: int = 0
     hostile_bad: dict[str, int] = field(default_factory=dict)
     writes_acknowledged: int = 0
+    ingest_errors: dict[str, int] = field(default_factory=dict)  # acknowledged, with an error result
 
     def p(self, q: float) -> float:
         return float(np.percentile(self.search_ms, q)) if self.search_ms else math.nan
@@ -158,7 +159,10 @@ class Soak:
                     if ingest:
                         item = pb.IngestItem(path=path.name, video_id=video)
                         result = self.stub.Ingest(pb.IngestRequest(items=[item], replace=True), timeout=30)
-                        self.state[video] = result.results[0].clips or None
+                        outcome = result.results[0]
+                        self.state[video] = outcome.clips or None
+                        if outcome.error_code:
+                            count(self.tally.ingest_errors, outcome.error_code)
                     else:
                         self.stub.DeleteVideo(pb.DeleteVideoRequest(video_id=video), timeout=30)
                         self.state[video] = 0
@@ -276,7 +280,7 @@ def summary(tally: Tally) -> dict[str, object]:
             "search_errors": tally.search_errors, "probes": tally.probes,
             "probes_refused": tally.probes_refused,
             "hostile": tally.hostile, "hostile_bad": tally.hostile_bad,
-            "writes_acknowledged": tally.writes_acknowledged}
+            "writes_acknowledged": tally.writes_acknowledged, "ingest_errors": tally.ingest_errors}
 
 
 def report(result: dict[str, object]) -> None:
