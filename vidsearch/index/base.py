@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vidsearch.errors import InvalidClipError, InvalidQueryError
+from vidsearch.errors import IndexMismatchError, InvalidClipError, InvalidQueryError
 
 MAX_TOP_K = 10_000
 """Largest number of results one search may ask for (deeper result lists are not a search use case)."""
@@ -196,6 +196,21 @@ def check_top_k(top_k: int) -> None:
     """Reject result counts outside [1, MAX_TOP_K] with a message that says the limit."""
     if not 1 <= top_k <= MAX_TOP_K:
         raise InvalidQueryError(f"top_k must be in [1, {MAX_TOP_K}], got {top_k}")
+
+
+def check_batch(records: Sequence[ClipRecord], rows: int, model: str) -> None:
+    """Refuse a batch whose records and vectors differ in number, repeat a clip id, or name another model."""
+    if len(records) != rows:
+        raise InvalidClipError(f"{len(records)} records for {rows} vectors")
+    seen: set[str] = set()
+    for record in records:
+        if record.clip_id in seen:
+            raise InvalidClipError(f"clip id {record.clip_id!r} appears twice in one batch")
+        seen.add(record.clip_id)
+        if record.model != model:
+            raise IndexMismatchError(
+                f"clip {record.clip_id!r} was embedded by {record.model!r}; this index holds {model!r}"
+            )
 
 
 def normalise_rows(vectors: np.ndarray, dim: int, *, what: str) -> np.ndarray:

@@ -24,13 +24,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from vidsearch.errors import (
-    ClipIndexError,
-    ConfigError,
-    IndexMismatchError,
-    IndexReadOnlyError,
-    InvalidClipError,
-)
+from vidsearch.errors import ClipIndexError, ConfigError, IndexReadOnlyError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
@@ -42,6 +36,7 @@ from vidsearch.index.base import (
     SearchOptions,
     SearchPage,
     Tuning,
+    check_batch,
     check_top_k,
     normalise_rows,
 )
@@ -240,7 +235,7 @@ class FaissClipIndex:
     def _additions(self, op: str, records: Sequence[ClipRecord], vectors: np.ndarray) -> Change:
         vecs = normalise_rows(vectors, self.dim, what="clip")
         batch = tuple(records)
-        _check_batch(batch, vecs.shape[0], self.model)
+        check_batch(batch, vecs.shape[0], self.model)
         if batch and not self.is_trained:
             raise ClipIndexError(f"the {self.factory} index must be trained before adding (call train())")
         return Change(op, records=batch, vectors=vecs)
@@ -443,16 +438,3 @@ class FaissClipIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _check_batch(records: Sequence[ClipRecord], rows: int, model: str) -> None:
-    if len(records) != rows:
-        raise InvalidClipError(f"{len(records)} records for {rows} vectors")
-    seen: set[str] = set()
-    for record in records:
-        if record.clip_id in seen:
-            raise InvalidClipError(f"clip id {record.clip_id!r} appears twice in one batch")
-        seen.add(record.clip_id)
-        if record.model != model:
-            raise IndexMismatchError(
-                f"clip {record.clip_id!r} was embedded by {record.model!r}; this index holds {model!r}"
-            )
