@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vidsearch.errors import IndexLockedError
-from vidsearch.index import FaissClipIndex, OpenOptions
+from vidsearch.index import FaissClipIndex, OpenOptions, SearchFilter, Tuning
 from vidsearch.index.persistence import current_snapshot
 
 from .helpers import build, clustered, make_records
@@ -127,3 +127,28 @@ def test_no_acknowledged_write_is_lost_over_sigkills(index_dir: Path) -> None:
             assert len(found) == len(acknowledged), "an acknowledged add was lost"
             assert len(index) >= 30 + len(acknowledged)
     assert len(snapshots) >= 3, "the writers folded their logs into new snapshots along the way"
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF4,Flat", "HNSW8"])
+def test_a_replayed_log_gives_the_index_the_writer_had(tmp_path: Path, factory: str) -> None:
+    """Replays apply FAISS changes in bulk: adds, upserts and deletes of the same clips, in any order,
+    end as they did live (HNSW cannot delete: tombstones)."""
+    records, vectors = make_records(80), clustered(80, 8, seed=4)
+    with build(records[:60], vectors[:60], factory=factory) as index:
+        index.save(tmp_path / "ix")
+    queries = clustered(3, 8, seed=5)
+    with FaissClipIndex.open(tmp_path / "ix") as live:
+        live.add(records[60:70], vectors[60:70])
+        live.delete_clips(["c61", "c5"])
+        live.upsert(records[0:3], vectors[70:73])  # snapshot clips replaced by new vectors
+        live.upsert(records[60:61], vectors[73:74])  # a logged clip deleted, then back
+        live.delete_videos(["v2"])
+        live.add(records[70:80], vectors[70:80])
+        live.delete_clips(["c75"])
+        expected = live.search_hits(queries, 80, SearchFilter(), Tuning(nprobe=4))
+    with FaissClipIndex.open(tmp_path / "ix", OpenOptions(read_only=True)) as replayed:
+        assert replayed.version == "snapshot-000001+7"
+        found = replayed.search_hits(queries, 80, SearchFilter(), Tuning(nprobe=4))
+    assert [[(h.clip, round(h.score, 5)) for h in row] for row in found] == [
+        [(h.clip, round(h.score, 5)) for h in row] for row in expected
+    ]

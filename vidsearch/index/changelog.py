@@ -19,7 +19,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,4 +183,21 @@ def drop_segments(directory: Path, upto: int) -> None:
     for seq, path in segments(directory, 0):
         if seq <= upto:
             path.unlink(missing_ok=True)
+
+
+@dataclass
+class Replay:
+    """The FAISS side of a replay, applied at its end: ids are never reused, so only the net effect
+    matters (an id added then removed within the replay never reaches FAISS)."""
+
+    added: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    removed: list[np.ndarray] = field(default_factory=list)
+
+    def net(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ids and vectors to add, and the ids (of the snapshot) to remove."""
+        ids = np.concatenate([i for i, _ in self.added]) if self.added else np.empty(0, np.int64)
+        vectors = np.concatenate([v for _, v in self.added]) if self.added else np.empty((0, 0), np.float32)
+        removed = np.concatenate(self.removed) if self.removed else np.empty(0, np.int64)
+        kept = ~np.isin(ids, removed)
+        return ids[kept], vectors[kept], removed[~np.isin(removed, ids)]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import faiss
 
-from vidsearch.errors import IndexFormatError
+from vidsearch.errors import ConfigError, IndexFormatError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index.base import GpuPolicy
 from vidsearch.index.changelog import ChangeLog
@@ -30,6 +30,25 @@ log = logging.getLogger(__name__)
 
 MMAP_MIN_BYTES = 1 << 30
 """Index files at least this large are memory-mapped (read-only) unless the caller says otherwise."""
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """A new, empty index: what it embeds and how it is built.
+
+    `factory` None picks the type for `expected_clips` (see `factory.choose_factory`).
+    """
+
+    dim: int
+    model: str
+    model_checksum: str = ""
+    factory: str | None = None
+    expected_clips: int = 0
+    gpu: GpuPolicy = GpuPolicy.AUTO
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or not self.model:
+            raise ConfigError(f"an index needs dim >= 1 and a model name: {self.dim}, {self.model!r}")
 
 
 @dataclass(frozen=True)
