@@ -225,17 +225,20 @@ class FaissClipIndex:
         return Change(op, records=batch, vectors=vecs)
 
     def _change(self, change: Change) -> int:
-        """Apply a change to FAISS and SQLite and, before returning, append it to the log."""
+        """Apply a change to FAISS and SQLite, then append it to the log (fsync'd) before returning:
+        outside the searches' lock (the gate keeps the log in order), so a search may see a change a
+        moment before it is durable, never one that was acknowledged and is not."""
         self._check_writable()
-        with self._gate, self._lock.write(), self._s.store.transaction() as conn:
-            done = self._apply(conn, change)
+        with self._gate:
+            with self._lock.write(), self._s.store.transaction() as conn:
+                done = self._apply(conn, change)
+                self._pending += 1 if done else 0
             if done and self._s.log is not None:
                 try:
                     self._s.log.append(change)
                 except OSError as exc:
                     self._broken = f"the change log could not be written ({exc}); restart to recover"
                     raise ClipIndexError(self._broken) from exc
-            self._pending += 1 if done else 0
         if done and self._s.log is not None:
             self._maybe_fold(self._s.log.bytes)
         return done
