@@ -174,29 +174,34 @@ class Soak:
         huge = "x" * 100_000
         nan = pb.ClipOptions(length_s=float("nan"))
         outside, long_path = pb.IngestItem(path="../../etc/passwd"), pb.IngestItem(path="a" * 10_000)
-        calls = [
-            lambda: self.stub.Search(pb.SearchRequest(query=""), timeout=5),
-            lambda: self.stub.Search(pb.SearchRequest(query=huge), timeout=5),
-            lambda: self.stub.Search(pb.SearchRequest(query="a", top_k=-5), timeout=5),
-            lambda: self.stub.Search(pb.SearchRequest(query="a", top_k=2**31 - 1), timeout=5),
-            lambda: self.stub.Search(pb.SearchRequest(query="a", page_token="garbage!!"), timeout=5),
-            lambda: self.stub.DeleteVideo(pb.DeleteVideoRequest(video_id=""), timeout=5),
-            lambda: self.stub.DeleteVideo(pb.DeleteVideoRequest(video_id="no-such" * 1000), timeout=5),
-            lambda: self.stub.Ingest(pb.IngestRequest(items=[outside]), timeout=5),
-            lambda: self.stub.Ingest(pb.IngestRequest(items=[long_path]), timeout=5),
-            lambda: self.stub.Ingest(pb.IngestRequest(items=[]), timeout=5),
-            lambda: self.stub.Ingest(pb.IngestRequest(items=[pb.IngestItem(path=self.videos[0].name)],
-                                                      clips=nan), timeout=5),
-        ]
+        long_id = "no-such" * 1000
+        calls = {
+            "empty query": lambda: self.stub.Search(pb.SearchRequest(query=""), timeout=5),
+            "100k-char query": lambda: self.stub.Search(pb.SearchRequest(query=huge), timeout=5),
+            "negative top_k": lambda: self.stub.Search(pb.SearchRequest(query="a", top_k=-5), timeout=5),
+            "huge top_k": lambda: self.stub.Search(pb.SearchRequest(query="a", top_k=2**31 - 1), timeout=5),
+            "garbage page token": lambda: self.stub.Search(pb.SearchRequest(query="a", page_token="x!"),
+                                                           timeout=5),
+            "empty video id": lambda: self.stub.DeleteVideo(pb.DeleteVideoRequest(video_id=""), timeout=5),
+            "7k-char video id": lambda: self.stub.DeleteVideo(pb.DeleteVideoRequest(video_id=long_id),
+                                                              timeout=5),
+            "path outside the root": lambda: self.stub.Ingest(pb.IngestRequest(items=[outside]), timeout=5),
+            "10k-char path": lambda: self.stub.Ingest(pb.IngestRequest(items=[long_path]), timeout=5),
+            "no items": lambda: self.stub.Ingest(pb.IngestRequest(items=[]), timeout=5),
+            "NaN clip length": lambda: self.stub.Ingest(
+                pb.IngestRequest(items=[pb.IngestItem(path=self.videos[0].name)], clips=nan), timeout=5),
+        }
+        names = sorted(calls)
         rng = np.random.default_rng(2)
         while not self.stop.wait(0.05):
             if not (self.churning.is_set() and self.up.is_set()):
                 continue
+            name = names[int(rng.integers(len(names)))]
             try:
-                calls[int(rng.integers(len(calls)))]()
+                calls[name]()
             except grpc.RpcError as err:
                 if err.code() in BAD_CODES and self.up.is_set():
-                    count(self.tally.hostile_bad, err.code().name)
+                    count(self.tally.hostile_bad, f"{name}: {err.code().name}")
             self.tally.hostile += 1
 
     # -- checks ------------------------------------------------------------------------------------
@@ -270,8 +275,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "writes_acknowledged": churn.writes_acknowledged + kills.writes_acknowledged,
         "writes_lost": len(lost), "lost": lost[:20],
         "probes_refused": quiet.probes_refused + churn.probes_refused + kills.probes_refused,
-        "hostile_internal_or_unknown": sum(t.hostile_bad.get(c.name, 0) for t in (churn, kills)
-                                           for c in BAD_CODES),
+        "hostile_internal_or_unknown": sum(sum(t.hostile_bad.values()) for t in (churn, kills)),
+        "hostile_bad": {**churn.hostile_bad, **{k: v + churn.hostile_bad.get(k, 0)
+                                                for k, v in kills.hostile_bad.items()}},
     }  # fmt: skip
 
 
@@ -295,7 +301,8 @@ def report(result: dict[str, object]) -> None:
     print(f"acknowledged writes lost over {result['kills']} SIGKILLs: {result['writes_lost']} of "
           f"{result['writes_acknowledged']} (target 0); restart median {result['restart_s_median']:.1f} s")
     print(f"health probes refused while up: {result['probes_refused']} (target 0)")
-    print(f"hostile requests answered INTERNAL/UNKNOWN: {result['hostile_internal_or_unknown']} (target 0)")
+    print(f"hostile requests answered INTERNAL/UNKNOWN: {result['hostile_internal_or_unknown']} (target 0) "
+          f"{result['hostile_bad']}")
 
 
 def main() -> None:
