@@ -35,6 +35,7 @@ class SearchHit:
     end_s: float
     score: float
     tags: tuple[str, ...] = ()
+    clip_ids: tuple[str, ...] = ()  # merge_moments: the clips the moment was merged from
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class IngestOutcome:
 
 def _hit(message: pb.Hit) -> SearchHit:
     return SearchHit(message.clip_id, message.video_id, message.uri, message.start_s, message.end_s,
-                     message.score, tuple(message.tags))
+                     message.score, tuple(message.tags), tuple(message.clip_ids))
 
 
 def _result(response: pb.SearchResponse) -> SearchResult:
@@ -122,21 +123,24 @@ class SearchClient:
 
     def search(self, query: str, *, top_k: int | None = None, video_ids: Sequence[str] = (),
                tags: Sequence[str] = (), time_range: tuple[float, float] | None = None,
-               group_by_video: bool = False, page_token: str = "", page_size: int | None = None,
-               timeout_s: float | None = None) -> SearchResult:
-        """The clips that best match `query`; pass `next_page_token` back for the next page."""
+               group_by_video: bool = False, merge_moments: bool = False, page_token: str = "",
+               page_size: int | None = None, timeout_s: float | None = None) -> SearchResult:
+        """The clips that best match `query` (with `merge_moments`, touching clips of a video as one
+        moment); pass `next_page_token` back for the next page."""
         request = pb.SearchRequest(query=query, top_k=top_k, filter=_filter(video_ids, tags, time_range),
-                                   group_by_video=group_by_video, page_token=page_token, page_size=page_size)
+                                   group_by_video=group_by_video, merge_moments=merge_moments,
+                                   page_token=page_token, page_size=page_size)
         return _result(self._stub.Search(request, **self._call(timeout_s)))
 
     def search_by_video(self, *, video: bytes | None = None, path: str | None = None, start_s: float = 0.0,
                         end_s: float = 0.0, top_k: int | None = None, video_ids: Sequence[str] = (),
-                        tags: Sequence[str] = (), group_by_video: bool = False, page_token: str = "",
-                        timeout_s: float | None = None) -> SearchResult:
+                        tags: Sequence[str] = (), group_by_video: bool = False, merge_moments: bool = False,
+                        page_token: str = "", timeout_s: float | None = None) -> SearchResult:
         """The clips most like a clip given as bytes or as a path on the server (under its allowed roots)."""
         request = pb.SearchByVideoRequest(video=video, path=path, start_s=start_s, end_s=end_s, top_k=top_k,
                                           filter=_filter(video_ids, tags, None),
-                                          group_by_video=group_by_video, page_token=page_token)
+                                          group_by_video=group_by_video, merge_moments=merge_moments,
+                                          page_token=page_token)
         return _result(self._stub.SearchByVideo(request, **self._call(timeout_s)))
 
     # -- embeddings and labels ---------------------------------------------------------------------

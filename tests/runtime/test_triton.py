@@ -68,7 +68,8 @@ def test_the_service_answers_the_same_on_either_runtime(triton: TritonServer, re
     videos = write_videos(tmp_path / "videos", 2)
     answers = []
     for kind in ("triton", "embedded"):
-        settings = load_settings(None, port=0, metrics_port=None, index=tmp_path / kind,
+        settings = load_settings(None, port=0, metrics_port=None, http={"enabled": False},
+                                 index=tmp_path / kind,
                                  allowed_roots=(tmp_path / "videos",), video={"clip_length_s": SCENE_S},
                                  runtime={"kind": kind, "model_repository": repository.path,
                                           "triton_url": triton.url})

@@ -54,7 +54,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 def settings_for(repository: Repository, media: Media, index: Path, **changes: Any) -> ServerSettings:
     """Settings of a test server: any free ports on 127.0.0.1, the tiny models, clips of one scene."""
     values: dict[str, Any] = {
-        "port": 0, "metrics_port": 0, "index": index, "allowed_roots": (media.root,), "grace_s": 0.5,
+        "port": 0, "metrics_port": 0, "http": {"port": 0}, "index": index, "allowed_roots": (media.root,),
+        "grace_s": 0.5,
         "runtime": {"model_repository": repository.path, "threads": 1},
         "video": {"clip_length_s": SCENE_S},
     }  # fmt: skip

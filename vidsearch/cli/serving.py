@@ -25,6 +25,7 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="gRPC port (0: any free port) [50051].")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port [9464].")] = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP API and web page port (0: off) [8080].")] = None,
     index: Annotated[Path | None, typer.Option(help="Index directory (made if missing) [index].")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
     runtime: Annotated[str | None, typer.Option(help="embedded (ONNX Runtime) or triton.")] = None,
@@ -37,7 +38,7 @@ def serve_command(
     auth_token_file: Annotated[Path | None, typer.Option(help="Bearer tokens, one per line.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
 ) -> None:
-    """Run the gRPC search service until Ctrl-C or SIGTERM."""
+    """Run the gRPC search service, the HTTP API and the web page until Ctrl-C or SIGTERM."""
     from vidsearch.errors import VidsearchError
     from vidsearch.serving import logs, serve
     from vidsearch.serving.settings import load_settings
@@ -48,6 +49,7 @@ def serve_command(
             allowed_roots=tuple(allowed_root) if allowed_root else None,
             runtime=_section(model_repository=model_repository, kind=runtime, triton_url=triton_url),
             tls=_section(cert=tls_cert, key=tls_key), auth=_section(token_file=auth_token_file),
+            http=None if http_port is None else {"port": http_port} if http_port else {"enabled": False},
         )
         logs.configure(settings.log_level)
         serve(settings)
@@ -100,6 +102,7 @@ def demo_command(
     ] = None,
     videos: Annotated[int, typer.Option(min=1, help="Videos in the demo corpus.")] = 12,
     query: Annotated[list[str] | None, typer.Option(help="Query to run (repeatable; default: four).")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the server running for the page until Ctrl-C.")] = False,
 ) -> None:
     """Make a corpus, export the demo model, index it through the server and query it (under a minute)."""
     from rich.console import Console
@@ -110,7 +113,8 @@ def demo_command(
 
     console = Console()
     try:
-        result = run_demo(DemoOptions(workdir, model, CorpusSpec(videos=videos), tuple(query or ())), console)
+        options = DemoOptions(workdir, model, CorpusSpec(videos=videos), tuple(query or ()), keep=keep)
+        result = run_demo(options, console)
     except VidsearchError as exc:
         fail(exc)
     console.print(f"top-1 correct: {result.top1_correct} of {len(result.results)} queries; contact sheet: "

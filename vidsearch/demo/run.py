@@ -5,7 +5,8 @@
 3. the search server started on 127.0.0.1 with the embedded runtime and an empty index;
 4. the corpus ingested through the gRPC `Ingest` call (the index is built and saved);
 5. example queries through `SearchClient`, hits printed with timestamps, scores and the truth;
-6. a contact sheet of the top hits (PNG); the server stopped; how to run and query it for real.
+6. the web page's address (with `keep`, the server runs on for it until Ctrl-C);
+7. a contact sheet of the top hits (PNG); the server stopped; how to run and query it for real.
 """
 
 import json
@@ -35,6 +36,7 @@ class DemoOptions:
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
     queries: tuple[str, ...] = ()  # default: four captions of different motions from the corpus
     top_k: int = 5
+    keep: bool = False  # keep the server running (for the page) until Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def _config_file(workdir: Path, spec: CorpusSpec) -> Path:
 
 def _serve_and_query(config_file: Path, videos: list[str], scenes: list[Scene], options: DemoOptions,
                      console: Console) -> list[QueryResult]:
-    settings = load_settings(config_file, port=0, metrics_port=0)
+    settings = load_settings(config_file, port=0, metrics_port=0, http={"port": 0})
     results = []
     with SearchServer(settings) as server, SearchClient(server.address) as client:
         console.print(f"server: {server.address} (gRPC, health {client.health()}), metrics on "
@@ -168,6 +170,14 @@ def _serve_and_query(config_file: Path, videos: list[str], scenes: list[Scene], 
             result = QueryResult(query, found.hits, tuple(_truth(h, scenes) for h in found.hits))
             _show(console, result)
             results.append(result)
+        if server.http is not None:
+            stops = "  (Ctrl-C stops the server)" if options.keep else ""
+            console.print(f"page: {server.http.url}{stops}")
+        if options.keep:
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                console.print("")
     console.print("server: stopped")
     return results
 

@@ -4,9 +4,10 @@
         client = SearchClient(server.address)
 
 Start order: metrics, runtime (models loaded, or the Triton server found ready), index (checked
-against the runtime's model), gRPC server bound (port 0: any free port, read back as `port`), then
-health SERVING. Stop order is the reverse: health NOT_SERVING first, so load balancers stop sending,
-then running RPCs get `grace_s` to finish. A watcher keeps the health status in step with the runtime
+against the runtime's model), gRPC server bound (port 0: any free port, read back as `port`), the
+HTTP API and page (`http.port`, read back as `http_port`), then health SERVING. Stop order is the
+reverse: health NOT_SERVING first, so load balancers stop sending, then running requests get
+`grace_s` to finish. A watcher keeps the health status in step with the runtime
 (a Triton server that goes away turns the service NOT_SERVING until it is back).
 """
 
@@ -24,6 +25,9 @@ from vidsearch.errors import ConfigError
 from vidsearch.index import ClipIndex
 from vidsearch.runtime import open_runtime
 from vidsearch.runtime.base import Runtime
+from vidsearch.serving.http.app import HttpParts
+from vidsearch.serving.http.face import HttpFace
+from vidsearch.serving.http.thumbnails import ThumbnailStore
 from vidsearch.serving.index_handle import open_served_index
 from vidsearch.serving.interceptors import ServiceInterceptor
 from vidsearch.serving.metrics import Metrics
@@ -70,6 +74,7 @@ class SearchServer:
         self.settings = settings
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http: HttpFace | None = None
         self.metrics = Metrics()
         self._server: grpc.Server | None = None
         self._servicer: SearchServicer | None = None
@@ -98,6 +103,10 @@ class SearchServer:
             self._servicer = SearchServicer(self._runtime, self._index, settings)
             self._server = self._grpc_server(self._servicer)
             self._server.start()
+            if settings.http.enabled:
+                thumbnails = ThumbnailStore(settings.index.with_name(settings.index.name + ".thumbnails"))
+                self.http = HttpFace(HttpParts(self._servicer, index, settings, thumbnails))
+                self.http.start()
         except BaseException:
             self.stop(grace_s=0)
             raise
@@ -105,8 +114,9 @@ class SearchServer:
             self._health.set(service, _SERVING)
         self._watcher = _HealthWatcher(self._runtime, self._health)
         self._watcher.start()
-        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)", runtime.models.model_name,
-                 self.address, runtime.kind, settings.index, len(index))
+        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)%s", runtime.models.model_name,
+                 self.address, runtime.kind, settings.index, len(index),
+                 f"; the page and HTTP API on {self.http.url}" if self.http else "")
 
     def _grpc_server(self, servicer: SearchServicer) -> grpc.Server:
         settings, limits = self.settings, self.settings.limits
@@ -141,6 +151,9 @@ class SearchServer:
             self._watcher.stop()
             self._watcher = None
         self._health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None

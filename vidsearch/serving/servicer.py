@@ -9,13 +9,11 @@ import time
 from collections.abc import Iterator
 
 import grpc
-import numpy as np
-from numpy.typing import NDArray
 
 from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
-from vidsearch.index import ClipIndex, SearchOptions, SearchPage
+from vidsearch.index import ClipIndex, SearchPage
 from vidsearch.runtime.base import Runtime
-from vidsearch.serving import classify, convert
+from vidsearch.serving import classify, convert, moments
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.ingest import Ingester
 from vidsearch.serving.media import VideoModels, clip_spec, within
@@ -61,7 +59,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         query = TextQuery(convert.query_text(request.query, self._limits.max_query_chars),
                           convert.search_options(request), request.page_token or None, started)
         answer = self._text_searcher.search(query, deadline.remaining())
-        return self._response(answer.page, answer.embed_ms, answer.search_ms, started)
+        return self._response(answer.page, answer.embed_ms, answer.search_ms, started, request.merge_moments)
 
     def SearchByVideo(self, request: pb.SearchByVideoRequest, context: grpc.ServicerContext
                       ) -> pb.SearchResponse:
@@ -73,17 +71,16 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         span = within(clips, request.start_s, request.end_s)
         outputs = self._videos.embed(source, span, duration, deadline)
         vector = outputs.values.mean(axis=0, keepdims=True)
-        return self._search(vector, options, request.page_token, started, _ms(started))
-
-    def _search(self, vector: NDArray[np.float32], options: SearchOptions, token: str, started: float,
-                embed_ms: float) -> pb.SearchResponse:
+        embed_ms = _ms(started)
         searched = time.perf_counter()
-        page = self._index.search(vector, options, [token or None])[0]
-        return self._response(page, embed_ms, _ms(searched), started)
+        page = self._index.search(vector, options, [request.page_token or None])[0]
+        return self._response(page, embed_ms, _ms(searched), started, request.merge_moments)
 
-    def _response(self, page: SearchPage, embed_ms: float, search_ms: float, started: float
-                  ) -> pb.SearchResponse:
+    def _response(self, page: SearchPage, embed_ms: float, search_ms: float, started: float,
+                  merge_moments: bool) -> pb.SearchResponse:
         response = convert.page_response(page)
+        if merge_moments:
+            moments.merge_response(response)
         response.model = self._model_name
         response.index_version = self._index.version
         timings = pb.Timings(embed_ms=embed_ms, search_ms=search_ms, total_ms=_ms(started))

@@ -95,6 +95,14 @@ class VideoSettings(_Section):
     clip_stride_s: float | None = Field(default=None, gt=0)
 
 
+class HttpSettings(_Section):
+    """The HTTP/JSON API and the web page (`vidsearch.serving.http`), on `host` beside gRPC."""
+
+    enabled: bool = True  # `vidsearch serve --http-port 0` turns it off
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (read back from the server)
+    cors_origins: tuple[str, ...] = ()  # origins other pages may call the API from; none: no CORS
+
+
 class ServerSettings(BaseSettings):
     """Everything `vidsearch serve` needs; see the module docstring for where values come from."""
 
@@ -118,6 +126,7 @@ class ServerSettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     video: VideoSettings = VideoSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("allowed_roots")
     @classmethod

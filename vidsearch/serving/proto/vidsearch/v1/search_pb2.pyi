@@ -25,7 +25,7 @@ class Filter(_message.Message):
     def __init__(self, video_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., time_range: _Optional[_Union[TimeRange, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "filter", "group_by_video", "page_token", "page_size", "nprobe", "ef_search")
+    __slots__ = ("query", "top_k", "filter", "group_by_video", "page_token", "page_size", "nprobe", "ef_search", "merge_moments")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class SearchRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MOMENTS_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     filter: Filter
@@ -42,10 +43,11 @@ class SearchRequest(_message.Message):
     page_size: int
     nprobe: int
     ef_search: int
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., group_by_video: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+    merge_moments: bool
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., group_by_video: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., merge_moments: _Optional[bool] = ...) -> None: ...
 
 class SearchByVideoRequest(_message.Message):
-    __slots__ = ("video", "path", "start_s", "end_s", "top_k", "filter", "group_by_video", "page_token", "page_size", "nprobe", "ef_search")
+    __slots__ = ("video", "path", "start_s", "end_s", "top_k", "filter", "group_by_video", "page_token", "page_size", "nprobe", "ef_search", "merge_moments")
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,7 @@ class SearchByVideoRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MOMENTS_FIELD_NUMBER: _ClassVar[int]
     video: bytes
     path: str
     start_s: float
@@ -68,10 +71,11 @@ class SearchByVideoRequest(_message.Message):
     page_size: int
     nprobe: int
     ef_search: int
-    def __init__(self, video: _Optional[bytes] = ..., path: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., group_by_video: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
+    merge_moments: bool
+    def __init__(self, video: _Optional[bytes] = ..., path: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., group_by_video: _Optional[bool] = ..., page_token: _Optional[str] = ..., page_size: _Optional[int] = ..., nprobe: _Optional[int] = ..., ef_search: _Optional[int] = ..., merge_moments: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("clip_id", "video_id", "uri", "start_s", "end_s", "score", "tags")
+    __slots__ = ("clip_id", "video_id", "uri", "start_s", "end_s", "score", "tags", "clip_ids")
     CLIP_ID_FIELD_NUMBER: _ClassVar[int]
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +83,7 @@ class Hit(_message.Message):
     END_S_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_IDS_FIELD_NUMBER: _ClassVar[int]
     clip_id: str
     video_id: str
     uri: str
@@ -86,7 +91,8 @@ class Hit(_message.Message):
     end_s: float
     score: float
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, clip_id: _Optional[str] = ..., video_id: _Optional[str] = ..., uri: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    clip_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, clip_id: _Optional[str] = ..., video_id: _Optional[str] = ..., uri: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., score: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ..., clip_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VideoGroup(_message.Message):
     __slots__ = ("video_id", "hits")
