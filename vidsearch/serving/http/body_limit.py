@@ -10,6 +10,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidsearch.serving.http.errors import error_response
 
+DRAIN_MAX_BYTES = 64 << 20
+
+
+async def _drain(receive: Receive, seen: int) -> None:
+    more = True
+    while more and seen <= DRAIN_MAX_BYTES:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        more = message.get("more_body", False) and message["type"] == "http.request"
+
 
 def _message(limit: int) -> str:
     return f"the request body exceeds {limit} bytes"
@@ -30,7 +40,8 @@ class BodyLimit:
         limit = self._max_upload if upload else self._max_body
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            await self._refuse(limit, scope, receive, send)
+            await _drain(receive, 0)
+            await error_response(413, _message(limit), headers={"Connection": "close"})(scope, receive, send)
             return
         seen = 0
 
@@ -40,10 +51,9 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise HTTPException(413, _message(limit))
+                if message.get("more_body", False):
+                    await _drain(receive, seen)
+                raise HTTPException(413, _message(limit), headers={"Connection": "close"})
             return message
 
         await self._app(scope, counted, send)
-
-    async def _refuse(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(413, _message(limit), headers={"Connection": "close"})(scope, receive, send)
