@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: setup test lint typecheck unit demo clean triton-env gpu-lock gpu-bundle gpu-check
+.PHONY: setup test lint typecheck unit demo clean triton-env gpu-lock gpu-bundle gpu-check browser
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-unit: setup triton-env
+unit: setup triton-env browser
 	$(VENV)/bin/pytest -q
 
 # The Triton server of the export tests: the tritonserver bundled in nvidia-pytriton, with the
@@ -37,6 +37,16 @@ $(TRITON_STAMP):
 	$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check \
 		"nvidia-pytriton==0.7.0" "numpy>=1.26,<2" "onnxruntime>=1.20"
 	touch $(TRITON_STAMP)
+
+# The web page's tests drive Debian's chromium through its chromedriver (never a downloaded browser).
+# Installed once, as root (CI is); `apt-get update` first, since a fresh machine's lists may be empty.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			chromium chromium-driver; }
 
 test: lint typecheck unit
 
