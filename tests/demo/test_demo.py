@@ -44,6 +44,7 @@ def test_the_demo_indexes_unseen_videos_queries_them_and_draws_the_hits(model_fo
     assert "exported viclip_text, viclip_vision" in text
     assert "6 clips of 2 videos ingested" in text
     assert "server: stopped" in text
+    assert "page: http://127.0.0.1:" in text  # the web page's address, while the server ran
     assert 1 <= len(result.results) <= 4
     for query in result.results:
         assert len(query.hits) == 4

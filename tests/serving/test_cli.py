@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -22,8 +23,8 @@ from .conftest import Media
 VIDSEARCH = [sys.executable, "-c", "from vidsearch.cli import app; app()"]
 
 
-def _wait_for_address(process: subprocess.Popen[str], seconds: float) -> str:
-    """The address from the server's JSON start-up log line; fails with the log if it dies first."""
+def _wait_for_start(process: subprocess.Popen[str], seconds: float) -> str:
+    """The server's JSON start-up log message; fails with the log if it dies first."""
     assert process.stderr is not None
     deadline = time.monotonic() + seconds
     seen = []
@@ -36,7 +37,7 @@ def _wait_for_address(process: subprocess.Popen[str], seconds: float) -> str:
         seen.append(line)
         entry = json.loads(line)
         if entry["message"].startswith("vidsearch serving"):
-            return str(entry["message"].split(" on ")[1].split(" ")[0])
+            return str(entry["message"])
     pytest.fail(f"the server did not start: {''.join(seen)}")
 
 
@@ -47,12 +48,15 @@ def test_serve_reads_file_env_and_flags_and_search_prints_a_table(repository: Re
                       f'allowed_roots = ["{media.root}"]\n[runtime]\nmodel_repository = "wrong"\n'
                       '[video]\nclip_length_s = 2.0\n')
     env = {**os.environ, "VIDSEARCH_RUNTIME__MODEL_REPOSITORY": str(repository.path),  # env beats the file
-           "VIDSEARCH_LOG_LEVEL": "INFO"}
+           "VIDSEARCH_LOG_LEVEL": "INFO", "VIDSEARCH_HTTP__PORT": "0"}
     command = [*VIDSEARCH, "serve", "--config", str(config), "--port", "0"]  # the flag beats the file
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        address = _wait_for_address(process, 60)
+        started = _wait_for_start(process, 60)
+        address = started.split(" on ")[1].split(" ")[0]
         assert not address.endswith(":50999")
+        page = httpx.get(started.split("the page and HTTP API on ")[1], timeout=10)
+        assert "<title>vidsearch</title>" in page.text
         with SearchClient(address) as client:
             assert client.ingest(["clip-0.mp4", "clip-2.mp4"])[1].clips == 3
         arguments = ["search", "a red circle moving left", "--top-k", "3", "--server", address]

@@ -123,7 +123,7 @@ function span(hit) {
 }
 
 function card(hit) {
-  const thumb = el("img", { src: hit.thumbnail_url, alt: "", width: 320, height: 45, decoding: "async" });
+  const thumb = el("img", { src: hit.thumbnail_url, alt: "", width: 360, height: 90, decoding: "async" });
   const name = el("h3", { className: "name", textContent: hit.video_id, title: hit.uri });
   const meta = el("p", { className: "meta" },
     el("span", { className: "span", textContent: span(hit) }),
