@@ -15,10 +15,10 @@ embedded runtime) serves both faces. It measures:
 
 With `--screenshots DIR` it also saves the page at desktop and phone width (PNG) there.
 
-    .venv/bin/python benchmarks/http.py                      # about two minutes on 2 cores
-    .venv/bin/python benchmarks/http.py --screenshots docs/images
+    .venv/bin/python benchmarks/http_api.py                      # about two minutes on 2 cores
+    .venv/bin/python benchmarks/http_api.py --screenshots docs/images
 
-Prints a table and writes benchmarks/results/http.json.
+Prints a table and writes benchmarks/results/http_api.json.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# This file is http.py: its folder first on sys.path would hide the standard library's `http`. The
-# repository root goes there instead, for the browser launcher of the page tests.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))  # for the browser launcher of the page tests (tests/serving/browser.py)
 
 import argparse  # noqa: E402
 import io  # noqa: E402
@@ -152,7 +150,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300, help="interleaved gRPC/HTTP searches")
     parser.add_argument("--page-runs", type=int, default=7, help="page searches after the first")
     parser.add_argument("--screenshots", type=Path, help="save the page's screenshots (PNG) here")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "http.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "http_api.json")
     args = parser.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="vidsearch-http-bench-") as work:
@@ -172,7 +170,7 @@ def main() -> None:
                   f"{results['page_first_ms']:.0f} ms", "")
     table.add_row("page's own assets", f"{results['assets_kb']:.1f} kB", "≤ 100 kB")
     console.print(table)
-    record = {"benchmark": "http", "machine": platform.machine(), "cpus": len(os.sched_getaffinity(0)),
+    record = {"benchmark": "http_api", "machine": platform.machine(), "cpus": len(os.sched_getaffinity(0)),
               "date": time.strftime("%Y-%m-%d"), "rounds": args.rounds, "page_runs": args.page_runs,
               "targets": TARGETS, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
