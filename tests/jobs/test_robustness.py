@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vidsearch.jobs import EXIT_OK, EXIT_WITH_FAILURES, JobSummary, list_inputs, run_embed
-from vidsearch.video import ReadOptions, ShotSpec
+from vidsearch.video import ClipSpec, ReadOptions, ShotSpec
 
 from ..runtime.models import Repository
 from ..video.media import VideoSpec, truncate, write_long_video, write_video
@@ -74,7 +74,8 @@ def test_special_files_fail_with_a_line_and_never_hang(repository: Repository, c
     os.mkfifo(fifo)
     manifest = tmp_path / "list.jsonl"
     rows = [{"video": str(fifo), "video_id": "fifo"}, {"video": "/dev/zero", "video_id": "zero"},
-            {"video": str(tmp_path), "video_id": "folder"}, {"video": str(corpus.videos[0]), "video_id": "good"}]
+            {"video": str(tmp_path), "video_id": "folder"},
+            {"video": str(corpus.videos[0]), "video_id": "good"}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     results: list[JobSummary] = []
     runner = threading.Thread(target=lambda: results.append(run_embed(job(manifest, tmp_path / "out",
@@ -119,7 +120,8 @@ def test_a_decoding_process_without_progress_is_stopped_at_the_time_limit(
     runner.start()
 
     def on_the_long_video() -> list[int]:
-        return [p for p in _descendants(os.getpid()) if "spawn_main" in _cmdline(p) and _opened(p, "a-long.mp4")]
+        return [p for p in _descendants(os.getpid())
+                if "spawn_main" in _cmdline(p) and _opened(p, "a-long.mp4")]
 
     _wait_for(on_the_long_video, 60, "no decoding process took up the long video")
     (worker,) = on_the_long_video()
@@ -151,17 +153,17 @@ def test_sigkill_of_the_job_leaves_no_process_behind(repository: Repository, cor
     process = subprocess.Popen(_command(folder, tmp_path / "out", repository, "--workers", "2"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def started() -> bool:
-            below = [_cmdline(p) for p in _descendants(process.pid)]
-            return sum("spawn_main" in c for c in below) == 2 and any("resource_tracker" in c for c in below)
+        def decoding() -> bool:  # both processes at work on videos (past their start-up)
+            below = _descendants(process.pid)
+            workers = [p for p in below if "spawn_main" in _cmdline(p) and _opened(p, ".mp4")]
+            return len(workers) == 2 and any("resource_tracker" in _cmdline(p) for p in below)
 
-        _wait_for(started, 60, "the decoding processes and the resource tracker did not start")
-        time.sleep(1.0)
+        _wait_for(decoding, 90, "the decoding processes and the resource tracker did not start")
         below = _descendants(process.pid)
     finally:
         process.kill()
         process.wait()
-    _wait_for(lambda: not any(_alive(p) for p in below), 15,
+    _wait_for(lambda: not any(_alive(p) for p in below), 20,
               f"still running after the job was killed: {[_cmdline(p) for p in below if _alive(p)]}")
 
 
@@ -169,7 +171,7 @@ def test_sigint_stops_the_job_promptly_and_keeps_its_commits(repository: Reposit
                                                              tmp_path: Path) -> None:
     folder = tmp_path / "videos"
     shutil.copytree(corpus.folder, folder)
-    write_long_video(folder / "z-long.mp4", seconds=600, width=640, height=360)  # last in order
+    write_long_video(folder / "z-long.mp4", seconds=60, width=320, height=180)  # last in order
     out = tmp_path / "out"
     process = subprocess.Popen(_command(folder, out, repository), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
@@ -180,18 +182,17 @@ def test_sigint_stops_the_job_promptly_and_keeps_its_commits(repository: Reposit
         below = _descendants(process.pid)
         process.send_signal(signal.SIGINT)
         started = time.monotonic()
-        code = process.wait(timeout=20)
+        code = process.wait(timeout=60)
         took = time.monotonic() - started
     finally:
         process.kill()
         process.wait()
     assert code != 0
-    assert took < 10, f"SIGINT took {took:.1f} s to stop the job"
+    assert took < 30, f"SIGINT took {took:.1f} s to stop the job"  # 1–5 s here, on a loaded machine
     _wait_for(lambda: not any(_alive(p) for p in below), 10, "a process outlived the interrupted job")
     kept = read_output(out)
     assert kept  # what was committed stays, and a second run completes it
-    again = run_embed(job(folder, out, repository.path, workers=2,
-                          read=ReadOptions(on_clip_error="skip"), clips=job(folder, out, repository.path).clips))
+    again = run_embed(job(folder, out, repository.path, workers=2, clips=ClipSpec(1.0)))
     assert again.exit_code == EXIT_OK
     assert set(kept) <= set(read_output(out))
 
@@ -234,7 +235,7 @@ def test_a_cut_off_file_is_recorded_with_what_is_missing(repository: Repository,
                                                         container_options={"movflags": "faststart"}))
     truncate(whole, folder / "cut.mp4", 0.6)
     out = tmp_path / "out"
-    summary = run_embed(job(folder, out, repository.path, clips=job(folder, out, repository.path).clips))
+    summary = run_embed(job(folder, out, repository.path))
     assert summary.exit_code == EXIT_WITH_FAILURES
     (failure,) = _failures(out).values()
     assert (failure["video_id"], failure["error_type"]) == ("cut.mp4", "TruncatedVideo")

@@ -90,7 +90,8 @@ def test_without_dali_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
         build_pipeline(get_preprocess_preset("viclip"), device="cpu")
 
 
-def test_the_dali_path_reads_a_file_once(video_factory: VideoFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dali_path_reads_a_file_once(video_factory: VideoFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from vidsearch.video import probe_timeline
     from vidsearch.video.source import Deadline, load_input
 
