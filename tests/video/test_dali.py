@@ -116,7 +116,8 @@ def test_the_dali_path_reads_a_file_once(video_factory: VideoFactory,
 
 def test_the_dali_path_names_the_file_in_its_errors(video_factory: VideoFactory) -> None:
     path = video_factory.make(frames=15)  # H.264: not decodable by DALI on the CPU
+    clips = segment(probe(path), ClipSpec(length_s=0.5))
     with pytest.raises(VideoDecodeError) as excinfo:
-        next(dali_read_clips(path, segment(probe(path), ClipSpec(length_s=0.5)), get_preprocess_preset("viclip")))
+        next(dali_read_clips(path, clips, get_preprocess_preset("viclip")))
     assert excinfo.value.path == str(path)
     assert "only on a GPU" in excinfo.value.reason
