@@ -1,5 +1,6 @@
 """Running jobs in the tests and reading their output back."""
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,14 @@ def job(input: Path | str, out: Path, repository: Path, **changes: Any) -> Embed
         "clips": ClipSpec(CLIP_LEN), "shard_clips": 4, "progress": False,
     }  # fmt: skip
     return EmbedJob(**{**values, **changes})
+
+
+def has_open(pid: int, name: str) -> bool:
+    """Whether process `pid` holds a file whose path ends with `name` open (it is at work on it)."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith(name) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def read_output(out: Path) -> dict[str, np.ndarray]:

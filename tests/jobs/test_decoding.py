@@ -13,8 +13,10 @@ from vidsearch.errors import ConfigError, JobError
 from vidsearch.jobs import decoding
 from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, VideoEnd, decode_video, resolve_decoder
 from vidsearch.jobs.inputs import list_inputs
-from vidsearch.video import Clip, ClipSpec, Preprocess, ReadOptions, get_preprocess_preset
+from vidsearch.video import Clip, ClipSpec, Preprocess, Probed, ReadOptions, get_preprocess_preset
+from vidsearch.video.source import LoadedInput
 
+from ..video.test_demux_once import Opens
 from .conftest import CLIP_LEN, SCENES, Corpus
 
 
@@ -28,10 +30,11 @@ def test_pyav_without_a_gpu() -> None:
 def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPatch, corpus: Corpus) -> None:
     calls: list[dict[str, Any]] = []
 
-    def fake_dali_read_clips(source: str, clips: Sequence[Clip], spec: Preprocess, device: str,
-                             device_id: int, time_limit_s: float) -> Iterator[tuple[Clip, np.ndarray]]:
+    def fake_dali_read_clips(source: LoadedInput, clips: Sequence[Clip], spec: Preprocess, device: str,
+                             device_id: int, time_limit_s: float, probed: Probed
+                             ) -> Iterator[tuple[Clip, np.ndarray]]:
         calls.append({"source": source, "clips": list(clips), "spec": spec, "device": device,
-                      "device_id": device_id})
+                      "device_id": device_id, "probed": probed})
         for clip in clips:
             yield clip, np.zeros(spec.output_shape, np.float32)
 
@@ -41,12 +44,17 @@ def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPat
     spec = get_preprocess_preset("viclip")
     settings = DecodeSettings(spec, ClipSpec(CLIP_LEN), None, ReadOptions(), "dali", device_id=0)
     item = list_inputs(str(corpus.videos[0]))[0]
+    opens = Opens(monkeypatch)
     events = list(decode_video(item, settings))
     assert [type(e) for e in events] == [ClipTensor] * SCENES + [VideoEnd]
     assert events[-1] == VideoEnd(item.video_id, SCENES)
     (call,) = calls
-    assert (call["source"], call["device"], call["device_id"], call["spec"]) == (item.path, "gpu", 0, spec)
+    assert (call["device"], call["device_id"], call["spec"]) == ("gpu", 0, spec)
     assert [c.index for c in call["clips"]] == list(range(SCENES))
+    # the file is read once, into memory; the probe ran there and its timeline goes to DALI
+    assert (call["source"].name, call["source"].getvalue()) == (item.path, corpus.videos[0].read_bytes())
+    assert (opens.files, opens.containers) == ([item.path], 1)
+    assert call["probed"].timeline.frame_count == call["probed"].info.frame_count > 0
 
 
 def test_inputs_folder_glob_and_manifest(corpus: Corpus, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from vidsearch.video import ClipSpec
 from ..runtime.models import Repository
 from ..video.media import truncate, write_audio_only, write_empty_video_track, write_long_video
 from .conftest import CLIP_LEN, Corpus
-from .helpers import job, read_output
+from .helpers import has_open, job, read_output
 
 
 class _NoDeadline:
@@ -135,11 +135,12 @@ def test_a_dead_decoding_process_costs_only_its_video(repository: Repository, co
     runner = threading.Thread(target=lambda: results.append(
         run_embed(job(folder, tmp_path / "out", repository.path, workers=1))))
     runner.start()
-    deadline = time.monotonic() + 30
-    while not [p for p in multiprocessing.active_children() if p.name == "vidsearch-decode-0"]:
-        assert time.monotonic() < deadline, "no decoding process started"
+    deadline = time.monotonic() + 90
+    while not [p for p in multiprocessing.active_children()
+               if p.name == "vidsearch-decode-0" and p.pid is not None and has_open(p.pid, "a-long.mp4")]:
+        assert time.monotonic() < deadline, "no decoding process took up the long video"
         time.sleep(0.05)
-    time.sleep(4.0)  # past its start-up, well into the long video
+    time.sleep(0.5)  # into the long video, its start event delivered
     (process,) = [p for p in multiprocessing.active_children() if p.name == "vidsearch-decode-0"]
     assert process.pid is not None
     os.kill(process.pid, signal.SIGKILL)

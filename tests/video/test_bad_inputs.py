@@ -2,6 +2,8 @@
 decodable part with the damage counted. Never a hang, never silently wrong frames."""
 
 import io
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -195,3 +197,38 @@ def test_the_error_survives_pickling_with_path_and_reason(tmp_path: Path) -> Non
     error = _error(tmp_path / "gone.webm")
     copy = pickle.loads(pickle.dumps(error))  # as worker processes hand errors back
     assert (copy.path, copy.reason, str(copy)) == (error.path, error.reason, str(error))
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    errors: list[VideoDecodeError] = []
+
+    def read() -> None:
+        with pytest.raises(VideoDecodeError) as excinfo:
+            probe(fifo)
+        errors.append(excinfo.value)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # it hangs in open(): unblock it with a writer, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("opening a FIFO blocked")
+    (error,) = errors
+    assert (error.path, error.reason) == (str(fifo), "is a FIFO (named pipe), not a regular video file")
+    with pytest.raises(VideoDecodeError, match="is a directory, not a regular video file"):
+        probe(tmp_path)
+    with pytest.raises(VideoDecodeError, match="is a character device"):
+        probe("/dev/zero")
+
+
+def test_a_cut_off_file_reads_shorter_than_its_headers_claim(video_factory: VideoFactory) -> None:
+    path = video_factory.make(frames=150, gop=15, audio=True, container_options={"movflags": "faststart"})
+    whole = probe(path)
+    assert whole.declared_duration_s == pytest.approx(5.0, abs=0.05)
+    assert whole.missing_s == 0.0
+    cut = probe(truncate(path, video_factory.path("cut-late.mp4"), 0.6))
+    assert cut.declared_duration_s == whole.declared_duration_s  # the index still promises all of it
+    assert cut.missing_s == pytest.approx(whole.duration_s - cut.duration_s)
+    assert cut.missing_s > 1.0

@@ -88,3 +88,36 @@ def test_without_dali_the_error_says_what_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # what Python does when it is not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'vidsearch\[gpu\]'"):
         build_pipeline(get_preprocess_preset("viclip"), device="cpu")
+
+
+def test_the_dali_path_reads_a_file_once(video_factory: VideoFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidsearch.video import probe_timeline
+    from vidsearch.video.source import Deadline, load_input
+
+    from .test_demux_once import Opens
+
+    path = video_factory.make(FILES["vp9"])
+    spec = get_preprocess_preset("viclip")
+    clips = segment(probe(path), ClipSpec(length_s=0.5))
+    opens = Opens(monkeypatch)
+    by_path = list(dali_read_clips(path, clips, spec, batch_size=2))
+    assert (opens.containers, opens.files) == (1, [str(path)])  # read into memory once, probed there
+    opens.files.clear()
+    opens.containers = 0
+    data = load_input(path, Deadline(str(path), 10.0))  # as the job does: load, probe, cut, decode
+    probed = probe_timeline(data)
+    handed = list(dali_read_clips(data, clips, spec, batch_size=2, probed=probed))
+    assert (opens.containers, opens.files) == (1, [str(path)])
+    assert [c for c, _ in handed] == [c for c, _ in by_path] == clips
+    for (_, a), (_, b) in zip(handed, by_path, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_dali_path_names_the_file_in_its_errors(video_factory: VideoFactory) -> None:
+    path = video_factory.make(frames=15)  # H.264: not decodable by DALI on the CPU
+    clips = segment(probe(path), ClipSpec(length_s=0.5))
+    with pytest.raises(VideoDecodeError) as excinfo:
+        next(dali_read_clips(path, clips, get_preprocess_preset("viclip")))
+    assert excinfo.value.path == str(path)
+    assert "only on a GPU" in excinfo.value.reason

@@ -39,9 +39,11 @@ class Assembler:
         self._dropped: set[str] = set()
         self._complete: list[VideoResult] = []
 
-    def add(self, video_id: str, clip: Clip, vector: NDArray[np.float32]) -> None:
+    def add(self, video_id: str, clips: list[Clip], vectors: NDArray[np.float32]) -> None:
+        """Clips of one video and their embeddings ([len(clips), dim])."""
         if video_id not in self._dropped:
-            self._pending.setdefault(video_id, _Pending()).clips[clip.index] = (clip, vector)
+            pending = self._pending.setdefault(video_id, _Pending()).clips
+            pending.update((clip.index, (clip, vector)) for clip, vector in zip(clips, vectors, strict=True))
             self._check(video_id)
 
     def end(self, end: VideoEnd) -> None:

@@ -2,12 +2,17 @@
 (local engine) or Ray tasks, so it imports only `vidsearch.video` and its arguments pickle.
 
 Whatever goes wrong with a video ends up in its `VideoEnd` (never raised): a job must not stop for a
-bad file. A clip the decoder cannot produce is left out and named in a non-fatal failure; a video
-that cannot be opened, probed, segmented or read at all is a fatal failure and none of its clips count.
+bad file. A clip the decoder cannot produce is left out and named in a non-fatal failure, and so is a
+file cut off before the length its headers claim (its readable part goes in); a video that cannot
+be opened, probed, segmented or read at all is a fatal failure and none of its clips count.
 """
 
+import ctypes
+import multiprocessing
+import os
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from typing import Any, Literal
@@ -17,8 +22,19 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, VideoDecodeError
 from vidsearch.jobs.inputs import WorkItem
-from vidsearch.video import Clip, ClipSpec, Preprocess, ReadOptions, ShotSpec, detect_cuts, probe, read_clips
+from vidsearch.video import (
+    Clip,
+    ClipSpec,
+    Preprocess,
+    ReadOptions,
+    ShotSpec,
+    VideoInfo,
+    detect_cuts,
+    probe_timeline,
+    read_clips,
+)
 from vidsearch.video import segment as segment_video
+from vidsearch.video.source import Deadline, load_input
 
 Decoder = Literal["pyav", "dali"]
 
@@ -33,6 +49,16 @@ class DecodeSettings:
     read: ReadOptions
     decoder: Decoder = "pyav"
     device_id: int = 0  # the GPU DALI decodes on
+
+    def time_limit_s(self, duration_s: float | None) -> float:
+        """The most one video may take, all stages together: shot detection, reading (DALI), probing,
+        and decoding with its allowance per second of video once the length is known. Each stage
+        checks its own limit between reads; this whole is what a watchdog enforces from outside,
+        for a process stuck inside one read."""
+        before = self.read.time_limit_s * 2 + (self.scenes.time_limit_s if self.scenes is not None else 0.0)
+        if duration_s is None:
+            return before + self.read.time_limit_s
+        return before + self.read.time_limit_s + self.read.time_limit_per_video_s * duration_s
 
 
 @dataclass(frozen=True)
@@ -84,29 +110,61 @@ def resolve_decoder(wanted: Literal["auto", "pyav", "dali"]) -> Decoder:
     return wanted
 
 
-def _read(item: WorkItem, clips: list[Clip], settings: DecodeSettings
-          ) -> tuple[Iterator[tuple[Clip, NDArray[np.float32]]], list[tuple[int, str]]]:
-    """The clip stream and the list its skipped clips are added to while it is read."""
+ClipIterator = Iterator[tuple[Clip, NDArray[np.float32]]]
+
+
+def _read(item: WorkItem, settings: DecodeSettings, scenes: list[float],
+          on_probe: Callable[[VideoInfo], None] | None
+          ) -> tuple[VideoInfo, list[Clip], ClipIterator, list[tuple[int, str]]]:
+    """Probe, cut and start reading one video, demuxing it once before decoding: the probe's timeline
+    goes to the decoder. Returns the video's facts, its clips, the clip stream, and the list its
+    skipped clips are added to while it is read."""
+    limit = settings.read.time_limit_s
     if settings.decoder == "dali":
         from vidsearch.video.dali import dali_read_clips
 
-        return dali_read_clips(item.path, clips, settings.preprocess, device="gpu",
-                               device_id=settings.device_id, time_limit_s=settings.read.time_limit_s), []
-    stream = read_clips(item.path, clips, settings.preprocess, settings.read)
-    return iter(stream), stream.stats.failed_clips
+        data = load_input(item.path, Deadline(item.path, limit))  # DALI takes bytes: the one read of the file
+        probed = probe_timeline(data, limit)
+        if on_probe is not None:
+            on_probe(probed.info)
+        clips = segment_video(probed.info, settings.clips, scenes)
+        stream = dali_read_clips(data, clips, settings.preprocess, device="gpu", device_id=settings.device_id,
+                                 time_limit_s=limit, probed=probed)
+        return probed.info, clips, stream, []
+    probed = probe_timeline(item.path, limit)
+    if on_probe is not None:
+        on_probe(probed.info)
+    clips = segment_video(probed.info, settings.clips, scenes)
+    frames = read_clips(item.path, clips, settings.preprocess, settings.read, timeline=probed.timeline)
+    return probed.info, clips, iter(frames), frames.stats.failed_clips
 
 
 def _message(exc: Exception) -> str:
     return exc.reason if isinstance(exc, VideoDecodeError) else str(exc) or repr(exc)
 
 
-def decode_video(item: WorkItem, settings: DecodeSettings) -> Iterator[ClipTensor | VideoEnd]:
-    """The clips of one video in order, then exactly one `VideoEnd`."""
+def _partial(item: WorkItem, info: VideoInfo, clips: int, skipped: list[tuple[int, str]]) -> Failure | None:
+    """The non-fatal failure of a video that went in only in part: clips left out, or a cut-off file."""
+    problems = []
+    if info.missing_s:
+        problems.append(f"cut off: {info.duration_s:.2f} s of the {info.declared_duration_s:.2f} s its "
+                        f"headers claim could be read; the clips cover the readable part")
+    if skipped:
+        problems.append(f"{len(skipped)} of {clips} clips left out; first: {skipped[0][1]}")
+    if not problems:
+        return None
+    kind = "TruncatedVideo" if info.missing_s else "ClipDecodeError"
+    return Failure(item.video_id, item.uri, kind, "; ".join(problems))
+
+
+def decode_video(item: WorkItem, settings: DecodeSettings,
+                 on_probe: Callable[[VideoInfo], None] | None = None) -> Iterator[ClipTensor | VideoEnd]:
+    """The clips of one video in order, then exactly one `VideoEnd`. `on_probe` learns the video's
+    facts once probed (the local engine's watchdog sizes the time limit by its length)."""
     count = 0
     try:
-        cuts = detect_cuts(item.path, settings.scenes) if settings.scenes is not None else []
-        clips = segment_video(probe(item.path, settings.read.time_limit_s), settings.clips, cuts)
-        stream, skipped = _read(item, clips, settings)
+        scenes = detect_cuts(item.path, settings.scenes) if settings.scenes is not None else []
+        info, clips, stream, skipped = _read(item, settings, scenes, on_probe)
         for clip, tensor in stream:
             count += 1
             yield ClipTensor(item.video_id, clip, tensor)
@@ -114,11 +172,7 @@ def decode_video(item: WorkItem, settings: DecodeSettings) -> Iterator[ClipTenso
         error = Failure(item.video_id, item.uri, type(exc).__name__, _message(exc))
         yield VideoEnd(item.video_id, count, error, fatal=True)
         return
-    failure: Failure | None = None
-    if skipped:
-        message = f"{len(skipped)} of {len(clips)} clips left out; first: {skipped[0][1]}"
-        failure = Failure(item.video_id, item.uri, "ClipDecodeError", message)
-    yield VideoEnd(item.video_id, count, failure)
+    yield VideoEnd(item.video_id, count, _partial(item, info, len(clips), skipped))
 
 
 @dataclass(frozen=True)
@@ -130,15 +184,44 @@ class WorkerStarted:
 
 
 @dataclass(frozen=True)
+class WorkerProbed:
+    """The worker's video is this long: its time limit grows by the decoding allowance for that length."""
+
+    worker: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class WorkerStopped:
     worker: int
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when the job's process dies, however it dies (SIGKILL too):
+    a decoding process holds a few hundred MB and, with its siblings, keeps multiprocessing's resource
+    tracker alive; none may outlive the job. Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = multiprocessing.parent_process()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the job died before the request took effect
+
+
 def decode_worker(number: int, tasks: "Queue[Any]", results: "Queue[Any]", settings: DecodeSettings) -> None:
     """A decoding process of the local engine: work items in (None: stop), events out."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     while (item := tasks.get()) is not None:
         results.put(WorkerStarted(number, item.video_id))
-        for event in decode_video(item, settings):
+        def on_probe(info: VideoInfo) -> None:
+            results.put(WorkerProbed(number, info.duration_s))
+
+        for event in decode_video(item, settings, on_probe):
             results.put(event)
     results.put(WorkerStopped(number))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vidsearch.errors import ConfigError, JobError
 from vidsearch.video.manifest import manifest_videos
+from vidsearch.video.sniff import looks_like_video
 
 VIDEO_SUFFIXES = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv",
@@ -35,9 +36,16 @@ def _item(video_id: str, path: Path) -> WorkItem:
     return WorkItem(video_id, str(absolute), absolute.as_uri())
 
 
+def _in_folder(path: Path) -> bool:
+    """A video suffix lists a file whatever it holds (so that a bad one fails visibly), unless it is a
+    folder; any other regular file is listed if its content is a video (`looks_like_video`)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return not path.is_dir()
+    return looks_like_video(path)
+
+
 def _folder(root: Path) -> list[WorkItem]:
-    return [_item(p.relative_to(root).as_posix(), p) for p in root.rglob("*")
-            if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+    return [_item(p.relative_to(root).as_posix(), p) for p in root.rglob("*") if _in_folder(p)]
 
 
 def _glob(pattern: str) -> list[WorkItem]:
@@ -65,21 +73,23 @@ def list_inputs(spec: str) -> list[WorkItem]:
     """The videos `spec` names (a folder, a manifest, a glob or one file), sorted by video id.
 
     Files that are missing or not videos at all are kept: they fail when decoded and are recorded
-    in the failures file, never silently left out (a folder lists only video suffixes, though).
+    in the failures file, never silently left out. A folder lists the files named by a video suffix,
+    and the others whose content is a video; a FIFO, socket or device is never read while listing.
     """
     path = Path(spec)
     if path.is_dir():
         items = _folder(path)
     elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         items = _manifest(path)
-    elif path.is_file():
+    elif path.exists():  # one file; if not a regular one, it fails with a line saying so
         items = [_item(path.name, path)]
     elif glob.has_magic(spec):
         items = _glob(spec)
     else:
         raise JobError(f"{spec}: no such folder, manifest or video file, and not a glob pattern")
     if not items:
-        raise JobError(f"{spec}: names no videos (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise JobError(f"{spec}: names no videos (looked for {', '.join(sorted(VIDEO_SUFFIXES))}, "
+                       f"and for video content in files named otherwise)")
     items.sort(key=lambda item: item.video_id)
     ids = [item.video_id for item in items]
     twice = sorted({i for i, j in itertools.pairwise(ids) if i == j})

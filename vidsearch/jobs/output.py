@@ -46,7 +46,11 @@ class JobOutput:
         self.failed = 0
 
     def clip(self, video_id: str, clip: Clip, vector: NDArray[np.float32]) -> None:
-        self._assembler.add(video_id, clip, vector)
+        self.clips(video_id, [clip], vector[None, :])
+
+    def clips(self, video_id: str, clips: list[Clip], vectors: NDArray[np.float32]) -> None:
+        """Several clips of one video with their embeddings ([len(clips), dim]), at once."""
+        self._assembler.add(video_id, clips, vectors)
         self._drain()
 
     def end(self, end: VideoEnd) -> None:

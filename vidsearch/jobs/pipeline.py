@@ -7,12 +7,19 @@ Decoding runs in other processes while the main process runs the model, so one h
 other; the bounded queues stop decoders that run ahead (backpressure), and nothing held grows with
 the size of the collection. A decoding process that dies (a decoder crash, the OOM killer) costs only
 its current video, which is recorded as failed; a new process takes its place.
+
+Each stage checks its time limit between reads, which cannot help a process stuck inside one read
+(a hung network mount): a watchdog here kills a process whose video runs past the whole limit
+(`DecodeSettings.time_limit_s`), records the video as failed, and starts another. Decoding processes
+die with the job however it ends (`die_with_parent`), and Ctrl-C stops it between events, keeping
+every commit made so far.
 """
 
 import logging
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
@@ -26,6 +33,7 @@ from vidsearch.jobs.decoding import (
     DecodeSettings,
     Failure,
     VideoEnd,
+    WorkerProbed,
     WorkerStarted,
     WorkerStopped,
     decode_worker,
@@ -37,6 +45,23 @@ from vidsearch.runtime.base import Runtime
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.5
+_WATCHDOG_GRACE_S = 2.0  # past a video's time limit before its process is killed: its own checks come first
+
+
+class _Current:
+    """The video a decoding process is on, and when the watchdog gives up on it: after a video's whole
+    time limit without any result from it (waiting for the model does not count: results come)."""
+
+    def __init__(self, video_id: str, limit_s: float) -> None:
+        self.video_id = video_id
+        self.limit_s = limit_s
+        self.last_result = time.monotonic()
+
+    def progressed(self) -> None:
+        self.last_result = time.monotonic()
+
+    def overdue(self) -> bool:
+        return time.monotonic() > self.last_result + self.limit_s + _WATCHDOG_GRACE_S
 
 
 class ClipBatches:
@@ -79,9 +104,10 @@ class LocalEngine:
         self._context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime's threads start
         self._settings = settings
         self._tasks: Queue[Any] = self._context.Queue(maxsize=2 * workers)
+        self._tasks.cancel_join_thread()  # on the way out, work not taken up is dropped, never waited for
         self._events: Queue[Any] = self._context.Queue(maxsize=queue_clips)
         self._workers: dict[int, SpawnProcess] = {}
-        self._current: dict[int, str] = {}
+        self._current: dict[int, _Current] = {}
         self._count = workers
         self._next = 0
 
@@ -102,6 +128,8 @@ class LocalEngine:
     def __exit__(self, *exc: object) -> None:
         for process in self._workers.values():
             process.kill()
+        for process in self._workers.values():
+            process.join()
 
     def run(self, runtime: Runtime, batch_size: int, output: JobOutput) -> None:
         """Embed and commit everything the decoding processes produce, until all have stopped."""
@@ -111,6 +139,7 @@ class LocalEngine:
                 event = self._events.get(timeout=_POLL_S)
             except queue.Empty:
                 self._replace_dead(output)
+                self._stop_overdue(output)  # only here: with the queue drained, no process is mid-send
                 continue
             self._handle(event, batches, output)
         batches.run()
@@ -118,25 +147,47 @@ class LocalEngine:
 
     def _handle(self, event: object, batches: ClipBatches, output: JobOutput) -> None:
         if isinstance(event, ClipTensor):
+            for current in self._current.values():
+                if current.video_id == event.video_id:
+                    current.progressed()
             batches.add(event)
         elif isinstance(event, VideoEnd):
-            self._current = {w: v for w, v in self._current.items() if v != event.video_id}
+            self._current = {w: c for w, c in self._current.items() if c.video_id != event.video_id}
             output.end(event)
         elif isinstance(event, WorkerStarted):
-            self._current[event.worker] = event.video_id
+            self._current[event.worker] = _Current(event.video_id, self._settings.time_limit_s(None))
+        elif isinstance(event, WorkerProbed):
+            if event.worker in self._current:
+                self._current[event.worker].limit_s = self._settings.time_limit_s(event.duration_s)
+                self._current[event.worker].progressed()
         elif isinstance(event, WorkerStopped):
             self._workers.pop(event.worker).join()
 
     def _replace_dead(self, output: JobOutput) -> None:
         """Called when no event came for a while, so a dead process's last events have been read."""
         for number, process in list(self._workers.items()):
-            if process.exitcode is None:
-                continue
-            del self._workers[number]
-            video = self._current.pop(number, None)
-            log.warning("decoding process %d died (exit code %s) on %s", number, process.exitcode, video)
-            if video is not None:
-                failure = Failure(video, output.uri(video), "DecoderCrashed",
-                                  f"the decoding process died (exit code {process.exitcode})")
-                output.end(VideoEnd(video, 0, failure, fatal=True))
-            self._spawn()
+            if process.exitcode is not None:
+                log.warning("decoding process %d died (exit code %s)", number, process.exitcode)
+                self._retire(number, output, "DecoderCrashed",
+                             f"the decoding process died (exit code {process.exitcode})")
+
+    def _stop_overdue(self, output: JobOutput) -> None:
+        """Kill the processes whose video has run past its whole time limit (stuck inside a read)."""
+        for number, current in list(self._current.items()):
+            if current.overdue() and number in self._workers:
+                log.warning("decoding process %d is past the time limit on %s; stopping it", number,
+                            current.video_id)
+                self._workers[number].kill()
+                self._workers[number].join()
+                self._retire(number, output, "TimeLimitExceeded",
+                             f"no result within its time limit of {current.limit_s:.0f} s "
+                             f"(the decoding process was stopped)")
+
+    def _retire(self, number: int, output: JobOutput, error: str, message: str) -> None:
+        """A process is gone: its video (if any) is a fatal failure, and a new process takes its place."""
+        del self._workers[number]
+        current = self._current.pop(number, None)
+        if current is not None:
+            failure = Failure(current.video_id, output.uri(current.video_id), error, message)
+            output.end(VideoEnd(current.video_id, 0, failure, fatal=True))
+        self._spawn()

@@ -83,15 +83,18 @@ class Embedder:
 
 
 def _deliver(batch: Batch, output: JobOutput) -> None:
-    for row in range(len(batch["index"])):
-        video_id = str(batch["video_id"][row])
-        index = int(batch["index"][row])
-        if index >= 0:
-            clip = Clip(index, float(batch["start_s"][row]), float(batch["end_s"][row]))
-            output.clip(video_id, clip, np.asarray(batch["embedding"][row], np.float32))
-            continue
-        error = str(batch["error_type"][row])
-        message = str(batch["message"][row])
+    """Hand a batch to the output a video at a time: its clips' embeddings as one slice of the column,
+    not row by row."""
+    index = batch["index"]
+    clip_rows = np.flatnonzero(index >= 0)
+    video_ids = batch["video_id"][clip_rows]
+    for video_id in dict.fromkeys(video_ids.tolist()):  # in order of first appearance
+        rows = clip_rows[video_ids == video_id]
+        clips = [Clip(*values) for values in zip(index[rows].tolist(), batch["start_s"][rows].tolist(),
+                                                 batch["end_s"][rows].tolist(), strict=True)]
+        output.clips(str(video_id), clips, np.asarray(batch["embedding"][rows], np.float32))
+    for row in np.flatnonzero(index < 0).tolist():
+        video_id, error, message = (str(batch[key][row]) for key in ("video_id", "error_type", "message"))
         failure = Failure(video_id, output.uri(video_id), error, message) if error else None
         output.end(VideoEnd(video_id, int(batch["count"][row]), failure, bool(batch["fatal"][row])))
 

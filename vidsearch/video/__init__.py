@@ -1,8 +1,9 @@
 """Video input: everything that turns a video file into model input.
 
-`probe` describes an input; `segment` cuts it into clips (fixed windows, optionally within the shots
-`detect_cuts` finds); `sample_timestamps` picks the moments of a clip; `read_clips` decodes them with
-PyAV and applies a `Preprocess` spec; `vidsearch.video.dali` builds the same spec as a DALI pipeline.
+`probe` describes an input (`probe_timeline` also keeps the timeline it demuxed, for the decoders);
+`segment` cuts it into clips (fixed windows, optionally within the shots `detect_cuts` finds);
+`sample_timestamps` picks the moments of a clip; `read_clips` decodes them with PyAV and applies a
+`Preprocess` spec; `vidsearch.video.dali` builds the same spec as a DALI pipeline.
 The rules are each written once: clip boundaries and the tail in `clips.py`, frame sampling in
 `sampling.py`, which frame shows at a given time in `timeline.py`, the preprocessing steps in
 `preprocess.py`.
@@ -18,6 +19,8 @@ from vidsearch.lazy import lazy_exports
 _EXPORTS = {
     "VideoInfo": "probing",
     "probe": "probing",
+    "Probed": "probing",
+    "probe_timeline": "probing",
     "Clip": "clips",
     "ClipSpec": "clips",
     "segment": "clips",
@@ -46,6 +49,7 @@ __all__ = [
     "DecodeStats",
     "FrameStream",
     "Preprocess",
+    "Probed",
     "ReadOptions",
     "SamplingRule",
     "ShotSpec",
@@ -55,6 +59,7 @@ __all__ = [
     "get_preprocess_preset",
     "list_preprocess_presets",
     "probe",
+    "probe_timeline",
     "read_clips",
     "read_frames",
     "sample_timestamps",
@@ -73,7 +78,7 @@ if TYPE_CHECKING:
         read_frames,
     )
     from vidsearch.video.preprocess import Preprocess, get_preprocess_preset, list_preprocess_presets
-    from vidsearch.video.probing import VideoInfo, probe
+    from vidsearch.video.probing import Probed, VideoInfo, probe, probe_timeline
     from vidsearch.video.sampling import SamplingRule, sample_timestamps
     from vidsearch.video.shots import ShotSpec, detect_cuts
     from vidsearch.video.source import VideoSource

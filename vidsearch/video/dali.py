@@ -10,7 +10,6 @@ Triton DALI model serialises (`device="gpu", device_id=None` works on a machine 
 Known limit: rotation metadata is not applied; `dali_read_clips` refuses rotated video.
 """
 
-import os
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any, Literal
@@ -22,9 +21,9 @@ from vidsearch.errors import ConfigError, MissingDependencyError, VideoDecodeErr
 from vidsearch.video.clips import Clip
 from vidsearch.video.plan import clip_frames
 from vidsearch.video.preprocess import Preprocess
-from vidsearch.video.probing import probe, video_stream
-from vidsearch.video.source import Deadline, VideoSource, open_input, source_name
-from vidsearch.video.timeline import Timeline, scan_timeline
+from vidsearch.video.probing import Probed, probe_timeline
+from vidsearch.video.source import Deadline, VideoSource, load_input, source_name
+from vidsearch.video.timeline import Timeline
 
 Device = Literal["cpu", "gpu"]
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
@@ -88,38 +87,26 @@ def clip_frame_numbers(
     return [np.asarray(numbers, dtype=np.int32) for _, numbers in chosen]
 
 
-def _read_bytes(source: VideoSource, name: str) -> NDArray[np.uint8]:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return np.frombuffer(bytes(source), dtype=np.uint8)
-    if not isinstance(source, str | os.PathLike):
-        source.seek(0)
-        return np.frombuffer(source.read(), dtype=np.uint8)
-    try:
-        return np.fromfile(source, dtype=np.uint8)
-    except OSError as exc:
-        raise VideoDecodeError(name, f"cannot be read: {exc.strerror or exc}") from None
-
-
-def _timeline(source: VideoSource, name: str, time_limit_s: float) -> Timeline:
-    deadline = Deadline(name, time_limit_s)
-    with open_input(source, deadline) as container:
-        return scan_timeline(container, video_stream(container, name), deadline)
-
-
 def dali_read_clips(source: VideoSource, clips: Sequence[Clip], spec: Preprocess, device: Device = "cpu",
-                    batch_size: int = 4, device_id: int | None = None,
-                    time_limit_s: float = 120.0) -> Iterator[tuple[Clip, NDArray[np.float32]]]:
+                    batch_size: int = 4, device_id: int | None = None, time_limit_s: float = 120.0,
+                    probed: Probed | None = None) -> Iterator[tuple[Clip, NDArray[np.float32]]]:
     """`read_clips` through DALI: (clip, tensor) for each clip, in order. For tests, tools, and serving
-    where DALI is at hand; `device="gpu"` needs `device_id`."""
-    name = source_name(source)
-    info = probe(source, time_limit_s)
+    where DALI is at hand; `device="gpu"` needs `device_id`.
+
+    The file is read once, into memory (DALI takes the encoded bytes): pass a `load_input` result
+    and its `probe_timeline` as `probed`, and nothing is read or demuxed again."""
+    data = load_input(source, Deadline(source_name(source), time_limit_s))
+    probed = probed or probe_timeline(data, time_limit_s)
+    info, name = probed.info, data.name
+    if probed.timeline is None:
+        raise VideoDecodeError(name, "audio only, no video stream" if info.has_audio else "no video stream")
     if device == "cpu" and info.codec not in CPU_CODECS:
         raise VideoDecodeError(name, f"DALI decodes {info.codec} only on a GPU (on the CPU: "
                                      f"{', '.join(sorted(CPU_CODECS))}); use read_clips instead")
     if info.rotation:
         raise VideoDecodeError(name, f"rotated video ({info.rotation}°) is not supported by the DALI path")
-    numbers = clip_frame_numbers(_timeline(source, name, time_limit_s), clips, spec)
-    encoded = _read_bytes(source, name)
+    numbers = clip_frame_numbers(probed.timeline, clips, spec)
+    encoded = np.frombuffer(data.getbuffer(), dtype=np.uint8)
     pipe = build_pipeline(spec, device, batch_size, num_threads=1,
                           device_id=device_id if device == "gpu" else None)
     pipe.build()

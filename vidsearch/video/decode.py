@@ -1,10 +1,11 @@
 """Reading clips with PyAV: one pass through the file, decoding only what sampling needs.
 
-First the packets are demuxed without decoding (`timeline.py`) and a plan made (`plan.py`); then a
-second pass decodes only the groups of pictures that hold wanted frames, leaves each as soon as its
-wanted frames are out, lets the decoder drop non-reference frames nobody wants, and converts to RGB
-only the wanted frames. Frames are prepared (resized) as they come and released once their clips are
-yielded, so memory does not grow with the length of the video.
+First the packets are demuxed without decoding (`timeline.py`) and a plan made (`plan.py`); a caller
+that probed the file already hands over the probe's timeline instead, so the file is demuxed once
+before decoding, not twice. Then a pass decodes only the groups of pictures that hold wanted frames,
+leaves each as soon as its wanted frames are out, lets the decoder drop non-reference frames nobody
+wants, and converts to RGB only the wanted frames. Frames are prepared (resized) as they come and
+released once their clips are yielded, so memory does not grow with the length of the video.
 
 Damage is counted, never papered over: a packet that fails to decode, or a frame the decoder marks
 corrupt, leaves the sampled times that fall on it without a frame, and a clip missing any frame is an
@@ -189,8 +190,10 @@ class FrameStream:
     time: index order for `segment()` output). Iterate once; `stats` fills in meanwhile."""
 
     def __init__(self, source: VideoSource, clips: Sequence[Clip], sampling: SamplingRule,
-                 options: ReadOptions | None = None, prepare: FrameFn | None = None) -> None:
+                 options: ReadOptions | None = None, prepare: FrameFn | None = None,
+                 timeline: Timeline | None = None) -> None:
         self.source = source
+        self.timeline = timeline
         self.clips = list(clips)
         self.sampling = sampling
         self.options = options or ReadOptions()
@@ -199,9 +202,10 @@ class FrameStream:
         self.stats = DecodeStats()
 
     def _scan(self, deadline: Deadline) -> Timeline:
-        with open_input(self.source, deadline) as container:
-            stream = self._stream(container)
-            timeline = scan_timeline(container, stream, deadline)
+        timeline = self.timeline
+        if timeline is None:
+            with open_input(self.source, deadline) as container:
+                timeline = scan_timeline(container, self._stream(container), deadline)
         if timeline.frame_count == 0:
             raise VideoDecodeError(self.name, "zero duration: the video stream has no frames")
         return timeline
@@ -280,15 +284,17 @@ class ClipStream:
 
 
 def read_frames(source: VideoSource, clips: Sequence[Clip], sampling: SamplingRule,
-                options: ReadOptions | None = None) -> FrameStream:
-    """The sampled frames of `clips` as decoded RGB uint8 (rotated as shown, not resized)."""
-    return FrameStream(source, clips, sampling, options)
+                options: ReadOptions | None = None, timeline: Timeline | None = None) -> FrameStream:
+    """The sampled frames of `clips` as decoded RGB uint8 (rotated as shown, not resized).
+    `timeline`: the one `probe_timeline` read from this source, to skip demuxing it again."""
+    return FrameStream(source, clips, sampling, options, timeline=timeline)
 
 
 def read_clips(source: VideoSource, clips: Sequence[Clip], preprocess: Preprocess,
-               options: ReadOptions | None = None) -> ClipStream:
-    """The model input for each of `clips`, streaming through `source` once (see the module docstring)."""
+               options: ReadOptions | None = None, timeline: Timeline | None = None) -> ClipStream:
+    """The model input for each of `clips`, streaming through `source` once (see the module docstring).
+    `timeline`: the one `probe_timeline` read from this source, to skip demuxing it again."""
     def prepare(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
         return prepare_frame(image, preprocess)
 
-    return ClipStream(FrameStream(source, clips, preprocess.sampling, options, prepare), preprocess)
+    return ClipStream(FrameStream(source, clips, preprocess.sampling, options, prepare, timeline), preprocess)

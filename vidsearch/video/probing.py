@@ -6,7 +6,7 @@ where FFmpeg attaches the container's display matrix.
 """
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import av
 import av.container
@@ -14,7 +14,7 @@ import av.video.stream
 
 from vidsearch.errors import VideoDecodeError
 from vidsearch.video.source import Deadline, VideoSource, open_input, source_name
-from vidsearch.video.timeline import Timeline, demux_packets, scan_timeline
+from vidsearch.video.timeline import Timeline, scan_timeline
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,9 @@ DEFAULT_PROBE_TIME_LIMIT_S = 120.0
 MAX_PIXELS = 8192 * 4320  # the largest frame decoded by default (8K DCI)
 # Packets decoded at most while looking for the first frame (for its rotation).
 _FIRST_FRAME_PACKETS = 64
+# A video that reads this much shorter than its headers claim was cut off (muxers round a frame or two).
+_CUT_OFF_MIN_S = 0.5
+_CUT_OFF_FRACTION = 0.02
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,14 @@ class VideoInfo:
     fps: float  # average: frames / duration
     variable_frame_rate: bool
     frame_count: int
+    declared_duration_s: float = 0.0  # what the headers claim (0: nothing), to tell a cut-off file
+
+    @property
+    def missing_s(self) -> float:
+        """Seconds the headers promise beyond what could be read: a cut-off file (0 when complete,
+        when the headers state no length, or when the gap is within muxers' rounding)."""
+        gap = self.declared_duration_s - self.duration_s
+        return gap if gap > max(_CUT_OFF_MIN_S, _CUT_OFF_FRACTION * self.declared_duration_s) else 0.0
 
     @property
     def audio_only(self) -> bool:
@@ -62,29 +73,42 @@ def video_stream(container: av.container.InputContainer, name: str) -> av.video.
     return stream
 
 
-def _first_frame_rotation(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, deadline: Deadline
-) -> int:
-    for count, packet in enumerate(demux_packets(container, stream, deadline)):
-        if count >= _FIRST_FRAME_PACKETS:
-            break
+class _FirstFrame:
+    """Decodes the first packets while the timeline is scanned, until a frame comes out: its rotation
+    is the video's, and the file is still read only once."""
+
+    def __init__(self, stream: av.video.stream.VideoStream) -> None:
+        self._ctx = stream.codec_context
+        self._packets = 0
+        self.rotation: int | None = None
+
+    def __call__(self, packet: av.Packet) -> None:
+        if self.rotation is not None or self._packets >= _FIRST_FRAME_PACKETS:
+            return
+        self._packets += 1
         try:
-            frames = stream.codec_context.decode(packet)
+            frames = self._ctx.decode(packet)
         except av.error.FFmpegError:
-            continue
+            return
         if frames:
-            return round(frames[0].rotation / 90) % 4 * 90
-    logger.warning("%s: no frame decoded among the first packets; assuming no rotation", deadline.name)
-    return 0
+            self.rotation = round(frames[0].rotation / 90) % 4 * 90
 
 
 def _audio_only_info(container: av.container.InputContainer, name: str) -> VideoInfo:
     duration = container.duration / av.time_base if container.duration else 0.0
-    return VideoInfo(name, False, bool(container.streams.audio), "", 0, 0, 0, duration, 0.0, False, 0)
+    return VideoInfo(name, False, bool(container.streams.audio), "", 0, 0, 0, duration, 0.0, False, 0,
+                     duration)
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    """The video's length as the headers state it (the stream's own, else the container's); 0 if none."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
 
 
 def info_from(name: str, stream: av.video.stream.VideoStream, timeline: Timeline, rotation: int,
-              has_audio: bool) -> VideoInfo:
+              has_audio: bool, declared_duration_s: float = 0.0) -> VideoInfo:
     ctx = stream.codec_context
     return VideoInfo(
         source=name,
@@ -98,21 +122,42 @@ def info_from(name: str, stream: av.video.stream.VideoStream, timeline: Timeline
         fps=timeline.average_fps(),
         variable_frame_rate=timeline.variable_frame_rate(),
         frame_count=timeline.frame_count,
+        declared_duration_s=declared_duration_s,
     )
 
 
-def probe(source: VideoSource, time_limit_s: float = DEFAULT_PROBE_TIME_LIMIT_S) -> VideoInfo:
-    """Describe `source`. An input without video is described (`has_video` False), not refused;
-    one that cannot be opened at all raises `VideoDecodeError`."""
+@dataclass(frozen=True)
+class Probed:
+    """A probe's description and the timeline it demuxed: a decoder given the timeline plans from it
+    instead of demuxing the file a second time."""
+
+    info: VideoInfo
+    timeline: Timeline | None  # None without a video stream
+
+
+def probe_timeline(source: VideoSource, time_limit_s: float = DEFAULT_PROBE_TIME_LIMIT_S) -> Probed:
+    """Describe `source` in one pass over its packets, keeping the timeline for the decoders.
+    An input without video is described (`has_video` False), not refused; one that cannot be
+    opened at all raises `VideoDecodeError`."""
     deadline = Deadline(source_name(source), time_limit_s)
     with open_input(source, deadline) as container:
         if not container.streams.video:
-            return _audio_only_info(container, deadline.name)
+            return Probed(_audio_only_info(container, deadline.name), None)
         stream = video_stream(container, deadline.name)
-        timeline = scan_timeline(container, stream, deadline)
-        info = info_from(deadline.name, stream, timeline, 0, bool(container.streams.audio))
-    if not timeline.frame_count or info.width * info.height > MAX_PIXELS:
-        return info  # nothing to decode, or a frame too large to decode just for its rotation
-    with open_input(source, deadline) as container:  # again from the start: inputs need not seek
-        rotation = _first_frame_rotation(container, video_stream(container, deadline.name), deadline)
-    return replace(info, rotation=rotation)
+        ctx = stream.codec_context
+        first = _FirstFrame(stream) if ctx.width * ctx.height <= MAX_PIXELS else None
+        timeline = scan_timeline(container, stream, deadline, first)
+        rotation = first.rotation if first is not None else 0
+        if rotation is None:
+            if timeline.frame_count:
+                logger.warning("%s: no frame decoded among the first packets; assuming no rotation",
+                               deadline.name)
+            rotation = 0
+        info = info_from(deadline.name, stream, timeline, rotation, bool(container.streams.audio),
+                         _declared_duration(container, stream))
+    return Probed(info, timeline)
+
+
+def probe(source: VideoSource, time_limit_s: float = DEFAULT_PROBE_TIME_LIMIT_S) -> VideoInfo:
+    """Describe `source` (see `probe_timeline`, which also keeps the timeline)."""
+    return probe_timeline(source, time_limit_s).info

@@ -3,10 +3,14 @@
 Every input is read through a Python file object, even a path: the deadline is then checked on every
 read FFmpeg makes, so even a demuxer that scans a large file without finding a packet cannot run
 past the limit. Any failure to open becomes a `VideoDecodeError` that names the input.
+
+Only regular files are opened: a FIFO, socket or device would block the open or a read forever,
+where no deadline check runs, so they are refused before anything is read from them.
 """
 
 import io
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +95,33 @@ class _DeadlineReader(io.RawIOBase):
         return self._raw.tell()
 
 
+def _not_regular(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _open_file(path: str | os.PathLike[str], name: str) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused before it can block."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):  # O_NONBLOCK: should the path have become a FIFO meanwhile, do not wait
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                os.set_blocking(fd, True)
+                return os.fdopen(fd, "rb")
+            os.close(fd)
+    except FileNotFoundError:
+        raise VideoDecodeError(name, "no such file") from None
+    except OSError as exc:
+        raise VideoDecodeError(name, f"cannot be read: {exc.strerror or exc}") from None
+    raise VideoDecodeError(name, f"is {_not_regular(mode)}, not a regular video file")
+
+
 def _open_raw(source: VideoSource, name: str) -> BinaryIO:
     """A binary file positioned at the start of the input, or a `VideoDecodeError` saying why not."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -98,14 +129,7 @@ def _open_raw(source: VideoSource, name: str) -> BinaryIO:
             raise VideoDecodeError(name, "empty input (0 bytes)")
         return io.BytesIO(bytes(source))
     if isinstance(source, str | os.PathLike):
-        try:
-            raw: BinaryIO = open(source, "rb")  # noqa: SIM115  (closed by open_input)
-        except FileNotFoundError:
-            raise VideoDecodeError(name, "no such file") from None
-        except IsADirectoryError:
-            raise VideoDecodeError(name, "is a directory, not a video file") from None
-        except OSError as exc:
-            raise VideoDecodeError(name, f"cannot be read: {exc.strerror or exc}") from None
+        raw = _open_file(source, name)
         if os.fstat(raw.fileno()).st_size == 0:
             raw.close()
             raise VideoDecodeError(name, "empty file (0 bytes)")
@@ -114,6 +138,27 @@ def _open_raw(source: VideoSource, name: str) -> BinaryIO:
         raise VideoDecodeError(name, "the file object must be readable and seekable (or pass bytes)")
     source.seek(0)
     return source
+
+
+class LoadedInput(io.BytesIO):
+    """A whole input in memory, keeping the name of the file it came from for errors and logs."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+
+def load_input(source: VideoSource, deadline: Deadline) -> LoadedInput:
+    """Read `source` whole, once: for decoders that take the encoded bytes (DALI), so that probing
+    and decoding work on memory instead of opening the file again."""
+    if isinstance(source, LoadedInput):
+        return source
+    raw = _open_raw(source, deadline.name)
+    try:
+        return LoadedInput(_DeadlineReader(raw, deadline).readall(), deadline.name)
+    finally:
+        if raw is not source:
+            raw.close()
 
 
 @contextmanager

@@ -11,7 +11,7 @@ made before any pixel is decoded. It is the one place where a timestamp becomes 
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -117,13 +117,20 @@ def demux_packets(
 
 
 def scan_timeline(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, deadline: Deadline
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    deadline: Deadline,
+    on_packet: Callable[[av.Packet], None] | None = None,
 ) -> Timeline:
-    """Demux every packet of `stream` (without decoding) and collect its timestamps."""
+    """Demux every packet of `stream` (without decoding) and collect its timestamps. `on_packet` sees
+    each packet on the way, so a caller that needs more from the file (the probe: the first frame)
+    gets it in the same pass."""
     pts: list[int] = []
     keyframe: list[bool] = []
     last_duration = 0
     for packet in demux_packets(container, stream, deadline):
+        if on_packet is not None:
+            on_packet(packet)
         stamp = packet_time(packet, deadline.name)
         pts.append(stamp)
         keyframe.append(packet.is_keyframe)
