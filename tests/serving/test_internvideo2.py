@@ -67,7 +67,8 @@ def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_prepro
     assert (models["viclip_text"].path / "vocab.txt").read_text() == exported.vocabulary.read_text()
     assert text["source"]["preset"].endswith("internvideo2-tiny.json")
     vision = json.loads((models["viclip_vision"].path / "vidsearch.json").read_text())
-    assert vision["preprocess"]["sampling"] == {"frames": 4, "mode": "segment_middle_frame", "stride_frames": None}
+    sampling = {"frames": 4, "mode": "segment_middle_frame", "stride_frames": None}
+    assert vision["preprocess"]["sampling"] == sampling
     assert vision["preprocess"]["interpolation"] == "bicubic"
     assert vision["inputs"][0]["shape"] == [-1, 4, 3, 28, 28]
 
