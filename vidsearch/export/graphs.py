@@ -134,11 +134,11 @@ def scaled_preprocess(preset: str, image_size: int, frames: int) -> video_prepro
                    sampling=replace(spec.sampling, frames=frames))
 
 
-def viclip_graphs(model: ViCLIP) -> list[Graph]:
+def _embedding_graphs(model: EmbeddingModel, tokenizer: dict[str, Any], preprocess: str,
+                      files: Mapping[str, Path] | None = None) -> list[Graph]:
+    """The text and vision graphs of a video–text model: token ids in, frames in, raw and normalised
+    embeddings out."""
     config = model.config
-    if config.vocab_size != CLIP_VOCAB_SIZE:
-        raise ConfigError(f"export: viclip_text ships the CLIP BPE tokenizer ({CLIP_VOCAB_SIZE} ids); this "
-                          f"model's vocabulary has {config.vocab_size}")
     dim = config.embed_dim
     outputs = (TensorSpec("EMBEDDING", "float32", (dim,)),
                TensorSpec(NORMALIZED, "float32", (dim,)))
@@ -146,16 +146,23 @@ def viclip_graphs(model: ViCLIP) -> list[Graph]:
     text = Graph(
         TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
         (TensorSpec("TOKENS", "int64", (config.context_length,), high=config.vocab_size),), outputs,
-        _EMBEDDING_MEANING, dim, tokenizer=tokenizer_info(config.context_length, config.vocab_size),
-        normalized_output=NORMALIZED,
+        _EMBEDDING_MEANING, dim, tokenizer=tokenizer, normalized_output=NORMALIZED, files=files or {},
     )
     vision = Graph(
         VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
         (TensorSpec("FRAMES", "float32", (config.num_frames, 3, size, size)),), outputs,
-        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess("viclip", size, config.num_frames),
+        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess(preprocess, size, config.num_frames),
         normalized_output=NORMALIZED,
     )
     return [text, vision]
+
+
+def viclip_graphs(model: ViCLIP) -> list[Graph]:
+    config = model.config
+    if config.vocab_size != CLIP_VOCAB_SIZE:
+        raise ConfigError(f"export: viclip_text ships the CLIP BPE tokenizer ({CLIP_VOCAB_SIZE} ids); this "
+                          f"model's vocabulary has {config.vocab_size}")
+    return _embedding_graphs(model, tokenizer_info(config.context_length, config.vocab_size), "viclip")
 
 
 def wordpiece_info(vocabulary: Path, context_length: int, vocab_size: int) -> dict[str, Any]:
@@ -184,23 +191,8 @@ def internvideo2_graphs(model: InternVideo2, vocabulary: Path | None) -> list[Gr
         raise ConfigError(f"export: InternVideo2's text tower needs its WordPiece vocabulary ({vocabulary} "
                           f"is not a file): pass --vocabulary, or put {VOCABULARY_FILE} beside the "
                           "checkpoint")
-    dim = config.embed_dim
-    outputs = (TensorSpec("EMBEDDING", "float32", (dim,)),
-               TensorSpec(NORMALIZED, "float32", (dim,)))
-    size = config.image_size
-    text = Graph(
-        TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
-        (TensorSpec("TOKENS", "int64", (config.context_length,), high=config.vocab_size),), outputs,
-        _EMBEDDING_MEANING, dim, normalized_output=NORMALIZED, files={VOCABULARY_FILE: vocabulary},
-        tokenizer=wordpiece_info(vocabulary, config.context_length, config.vocab_size),
-    )
-    vision = Graph(
-        VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
-        (TensorSpec("FRAMES", "float32", (config.num_frames, 3, size, size)),), outputs,
-        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess("internvideo2", size, config.num_frames),
-        normalized_output=NORMALIZED,
-    )
-    return [text, vision]
+    tokenizer = wordpiece_info(vocabulary, config.context_length, config.vocab_size)
+    return _embedding_graphs(model, tokenizer, "internvideo2", {VOCABULARY_FILE: vocabulary})
 
 
 def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
