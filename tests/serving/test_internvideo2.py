@@ -1,7 +1,9 @@
 """InternVideo2 through the whole path: an official-shaped stage-2 file → `vidsearch export` → the
-embedded runtime in a real server → Ingest of real H.264 videos → Search, checked against PyTorch."""
+embedded runtime in a real server → Ingest of real H.264 videos → Search, checked against PyTorch;
+and the Triton runtime (a real Triton server) answering as the embedded one."""
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from vidsearch.client import SearchClient
-from vidsearch.export import ExportConfig, ExportResult, export_model
+from vidsearch.export import ExportConfig, ExportResult, TritonServer, export_model, find_triton
 from vidsearch.export.graphs import scaled_preprocess
 from vidsearch.export.inputs import decoded_clips
 from vidsearch.models import InternVideo2, load_checkpoint
 from vidsearch.models.wordpiece import WordPieceTokenizer
+from vidsearch.runtime import RuntimeConfig, open_runtime
 from vidsearch.serving import SearchServer, load_settings
 from vidsearch.video.clips import ClipSpec
 
@@ -25,6 +28,8 @@ from ..tiny_configs import TINY_INTERNVIDEO2, TINY_WORDPIECE_VOCAB
 
 QUERIES = ("a dog is running in the park", "red car on the street", "the blue sky at sunset")
 PARITY = 1e-4
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRITON_ENV = Path(os.environ.get("VIDSEARCH_TRITON_ENV", REPO_ROOT / ".venv-triton"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_prepro
     assert vision["inputs"][0]["shape"] == [-1, 4, 3, 28, 28]
 
 
+@pytest.mark.slow
 def test_search_finds_the_clip_pytorch_ranks_first(exported: Exported, tmp_path: Path) -> None:
     videos = write_videos(tmp_path / "media", 2, scenes=3)
     spec = scaled_preprocess("internvideo2", TINY_INTERNVIDEO2["image_size"], TINY_INTERNVIDEO2["num_frames"])
@@ -96,3 +102,22 @@ def test_search_finds_the_clip_pytorch_ranks_first(exported: Exported, tmp_path:
             assert (best.video_id, best.start_s) == names[int(scores.argmax())]
             assert sorted(h.score for h in result.hits) == pytest.approx(sorted(scores), abs=PARITY)
             assert result.model == "internvideo2-tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_the_triton_runtime_answers_as_the_embedded_one(exported: Exported) -> None:
+    if not (TRITON_ENV / "bin" / "python").is_file():
+        pytest.skip(f"no Triton server environment at {TRITON_ENV}: run `make triton-env`")
+    clips = np.random.default_rng(1).standard_normal((5, 4, 3, 28, 28)).astype(np.float32)
+    with TritonServer(find_triton(TRITON_ENV), exported.repository, startup_timeout_s=120) as server:
+        remote = open_runtime(RuntimeConfig(kind="triton", model_repository=exported.repository,
+                                            triton_url=server.url))
+        local = open_runtime(RuntimeConfig(model_repository=exported.repository))
+        try:
+            np.testing.assert_allclose(remote.embed_text(list(QUERIES)), local.embed_text(list(QUERIES)),
+                                       atol=1e-5)
+            np.testing.assert_allclose(remote.embed_video(clips), local.embed_video(clips), atol=1e-5)
+        finally:
+            remote.close()
+            local.close()
