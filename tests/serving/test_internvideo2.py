@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from vidsearch.cli import app
 from vidsearch.client import SearchClient
 from vidsearch.export import ExportConfig, ExportResult, TritonServer, export_model, find_triton
 from vidsearch.export.graphs import scaled_preprocess
@@ -76,6 +78,21 @@ def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_prepro
     assert vision["preprocess"]["sampling"] == sampling
     assert vision["preprocess"]["interpolation"] == "bicubic"
     assert vision["inputs"][0]["shape"] == [-1, 4, 3, 28, 28]
+
+
+def test_export_refuses_a_missing_or_foreign_vocabulary(exported: Exported, tmp_path: Path) -> None:
+    folder = exported.vocabulary.parent
+    command = ["export", "--model", str(folder / "internvideo2-tiny.json"), "--checkpoint",
+               str(folder / "stage2.pth"), "--out", str(tmp_path / "repository")]
+    missing = CliRunner().invoke(app, [*command, "--vocabulary", str(tmp_path / "none.txt")])
+    assert missing.exit_code == 1
+    assert "needs its WordPiece vocabulary" in missing.output
+    foreign = tmp_path / "vocab.txt"
+    foreign.write_text("\n".join([*TINY_WORDPIECE_VOCAB, "extra"]) + "\n")
+    wrong = CliRunner().invoke(app, [*command, "--vocabulary", str(foreign)])
+    assert wrong.exit_code == 1
+    assert "35 tokens but the text tower's embedding table has 34 rows" in wrong.output
+    assert not (tmp_path / "repository").exists()
 
 
 @pytest.mark.slow
