@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from tools.triton_server import TritonServer, find_triton
 from vidsearch.cli import app
 from vidsearch.client import SearchClient
-from vidsearch.export import ExportConfig, ExportResult, TritonServer, export_model, find_triton
+from vidsearch.export import ExportConfig, ExportResult, export_model
 from vidsearch.export.graphs import scaled_preprocess
 from vidsearch.export.inputs import decoded_clips
 from vidsearch.models import InternVideo2, load_checkpoint

@@ -25,7 +25,7 @@ def test_presets_follow_the_official_preprocessing() -> None:
     assert videomae.sampling == SamplingRule(16, "centre_stride", stride_frames=4)
     assert (videomae.resize, videomae.short_side, videomae.layout) == ("short_side_crop", 224, "CTHW")
     assert videomae.output_shape == (3, 16, 224, 224)
-    internvideo2 = get_preprocess_preset("internvideo2")  # the official test transform and evaluation sampling
+    internvideo2 = get_preprocess_preset("internvideo2")  # the official test transform and sampling
     assert internvideo2.sampling == SamplingRule(4, "segment_middle_frame")
     assert (internvideo2.size, internvideo2.resize, internvideo2.interpolation) == ((224, 224), "direct",
                                                                                    "bicubic")
