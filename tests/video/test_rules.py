@@ -70,6 +70,23 @@ def test_segment_middle_takes_the_middle_of_equal_segments() -> None:
     assert stamps == pytest.approx([10.5, 11.5, 12.5, 13.5, 14.5, 15.5, 16.5, 17.5])
 
 
+def _official_middle_indices(frames: int, count: int) -> list[int]:
+    """InternVideo2's evaluation (`get_frame_indices`, sample="middle"), written out for the test."""
+    ranges = min(frames, count)
+    edges = np.linspace(0, count, ranges + 1).astype(int)
+    picked = [(int(edges[i]) + int(edges[i + 1]) - 1) // 2 for i in range(ranges)]
+    return picked + [picked[-1]] * (frames - ranges)
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 7, 20, 30, 61, 250])
+def test_segment_middle_frame_picks_the_official_evaluation_frames(count: int) -> None:
+    fps = 25.0
+    clip = Clip(0, 2.0, 2.0 + count / fps)
+    stamps = sample_timestamps(clip, SamplingRule(4, "segment_middle_frame"), fps)
+    times = 2.0 + np.arange(count) / fps  # the clip's frames, one every 1/fps
+    assert frame_numbers(times, stamps) == _official_middle_indices(4, count)
+
+
 def test_centre_stride_is_symmetric_about_the_centre() -> None:
     stamps = sample_timestamps(Clip(0, 0.0, 10.0), SamplingRule(16, "centre_stride", 4), fps=32.0)
     steps = np.diff(stamps)

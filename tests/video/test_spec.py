@@ -14,7 +14,7 @@ from vidsearch.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_presets_follow_the_official_preprocessing() -> None:
-    assert list_preprocess_presets() == ["viclip", "videomae_v2"]
+    assert list_preprocess_presets() == ["internvideo2", "viclip", "videomae_v2"]
     viclip = get_preprocess_preset("viclip")
     assert viclip.sampling == SamplingRule(8, "segment_middle")
     assert (viclip.size, viclip.resize, viclip.interpolation, viclip.antialias) == ((224, 224), "direct",
@@ -25,9 +25,14 @@ def test_presets_follow_the_official_preprocessing() -> None:
     assert videomae.sampling == SamplingRule(16, "centre_stride", stride_frames=4)
     assert (videomae.resize, videomae.short_side, videomae.layout) == ("short_side_crop", 224, "CTHW")
     assert videomae.output_shape == (3, 16, 224, 224)
+    internvideo2 = get_preprocess_preset("internvideo2")  # the official test transform and sampling
+    assert internvideo2.sampling == SamplingRule(4, "segment_middle_frame")
+    assert (internvideo2.size, internvideo2.resize, internvideo2.interpolation) == ((224, 224), "direct",
+                                                                                   "bicubic")
+    assert (internvideo2.mean, internvideo2.std) == (IMAGENET_MEAN, IMAGENET_STD)
 
 
-@pytest.mark.parametrize("name", ["viclip", "videomae_v2"])
+@pytest.mark.parametrize("name", ["internvideo2", "viclip", "videomae_v2"])
 def test_dict_and_json_round_trip(name: str) -> None:
     spec = get_preprocess_preset(name)
     data = spec.to_dict()

@@ -31,6 +31,9 @@ def export_command(
     queue_delay_us: Annotated[int, typer.Option(help="Triton dynamic batching queue delay (µs).")] = 2000,
     instances: Annotated[int, typer.Option(help="Triton model instances per device.")] = 1,
     cpu_threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: its default).")] = 0,
+    vocabulary: Annotated[
+        Path | None, typer.Option(help="InternVideo2's vocab.txt (default: the one beside the checkpoint).")
+    ] = None,
 ) -> None:
     """Export a checkpoint to ONNX (and TensorRT on a GPU machine) into a Triton model repository."""
     import logging
@@ -45,6 +48,7 @@ def export_command(
             max_batch=max_batch, version=version, opset=opset, simplify=simplify,
             sample_videos=tuple(sample_video or ()), calibration_videos=tuple(calibration_video or ()),
             queue_delay_us=queue_delay_us, instances=instances, cpu_threads=cpu_threads,
+            vocabulary=vocabulary,
         )
         result = export_model(config)
     except VidsearchError as exc:

@@ -40,10 +40,13 @@ class ExportConfig:
     cpu_threads: int = 0  # ONNX Runtime intra-op threads in the Python backend; 0 = its default
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
     workspace_bytes: int = 4 << 30  # TensorRT builder workspace
+    vocabulary: Path | None = None  # a WordPiece text tower's vocab.txt (default: beside the checkpoint)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "out", Path(self.out))
+        if self.vocabulary is not None:
+            object.__setattr__(self, "vocabulary", Path(self.vocabulary))
         object.__setattr__(self, "sample_videos", tuple(Path(p) for p in self.sample_videos))
         object.__setattr__(self, "calibration_videos", tuple(Path(p) for p in self.calibration_videos))
         if self.target not in get_args(Target):
@@ -74,6 +77,11 @@ class ExportConfig:
         """The batch size TensorRT tunes for and Triton prefers: the largest power of two ≤ half the
         maximum, so that a busy server fills it (1 when the maximum is 1)."""
         return max(1, 1 << max(0, (self.max_batch // 2).bit_length() - 1))
+
+    @property
+    def vocabulary_path(self) -> Path:
+        """The text tower's vocabulary file, for models that bring their own (InternVideo2)."""
+        return self.vocabulary if self.vocabulary is not None else self.checkpoint.parent / "vocab.txt"
 
     def check_inputs_exist(self) -> None:
         """Fail before any work when a named file is missing."""

@@ -8,6 +8,7 @@ directory with its parity checked, and only then moved into the repository.
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from vidsearch.export.onnx_export import OnnxArtifact, export_onnx
 from vidsearch.export.parity import ParityFigure, Runner, compare, ort_runner, require, torch_runner
 from vidsearch.export.repository import StagedRepository
 from vidsearch.models import get_preset, load_checkpoint
+from vidsearch.models.internvideo2 import InternVideo2
 from vidsearch.models.viclip import ViCLIP
 from vidsearch.models.videomae import VideoMAEv2
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPORTABLE_FAMILIES = ("viclip", "videomae_v2")
+EXPORTABLE_FAMILIES = ("viclip", "internvideo2", "videomae_v2")
 # A fine-tuned classifier's class count is a property of its data set, not of the architecture.
 _FREE_FIELDS = frozenset({"num_classes"})
 _HASH_CHUNK = 1 << 20
@@ -84,19 +86,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_model(config: ExportConfig) -> tuple[ViCLIP | VideoMAEv2, str]:
+def load_model(config: ExportConfig) -> tuple[ViCLIP | InternVideo2 | VideoMAEv2, str]:
     """The checkpoint's model, refused unless it is the architecture the preset names."""
     preset = get_preset(config.model)
     if preset.family.name not in EXPORTABLE_FAMILIES:
-        raise ConfigError(f"export: {config.model} is a {preset.family.name} model; vidsearch exports ViCLIP "
-                          "and VideoMAE V2 classifiers")
+        raise ConfigError(f"export: {config.model} is a {preset.family.name} model; vidsearch exports "
+                          "ViCLIP, InternVideo2 and VideoMAE V2 classifiers")
     try:
         model = load_checkpoint(config.checkpoint, config.model)
     except CheckpointError as err:
         message = str(err) if str(config.checkpoint) in str(err) else f"{config.checkpoint}: {err}"
         raise CheckpointError(f"{message} (--model {preset.name} is a {preset.family.name} model)") from err
-    if not isinstance(model, ViCLIP | VideoMAEv2):
-        raise CheckpointError(f"{config.checkpoint}: not a ViCLIP or VideoMAE V2 classifier")
+    if not isinstance(model, ViCLIP | InternVideo2 | VideoMAEv2):
+        raise CheckpointError(f"{config.checkpoint}: not a ViCLIP, InternVideo2 or VideoMAE V2 classifier")
     expected, found = asdict(preset.config), asdict(model.config)
     wrong = [f"{k} {found[k]} (preset: {expected[k]})" for k in expected
              if k not in _FREE_FIELDS and expected[k] != found[k]]
@@ -137,9 +139,9 @@ def _identity(ctx: _Context, name: str, task: str, model_config: "mc.ModelConfig
     }
 
 
-def _cases(graph: Graph, config: ExportConfig) -> dict[str, dict[str, np.ndarray]]:
+def _cases(graph: Graph, config: ExportConfig, model_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    real = real_inputs(graph, config.max_batch, config.sample_videos)
+    real = real_inputs(graph, config.max_batch, config.sample_videos, model_dir)
     return {
         "random/1": random_batch(graph, 1, rng),
         f"random/{config.max_batch}": random_batch(graph, config.max_batch, rng),
@@ -181,9 +183,11 @@ def _export_graph(graph: Graph, ctx: _Context) -> ExportedModel:
     config = ctx.config
     model_config, serving = _model_config(graph, ctx)
     version_dir = ctx.stage.version_dir(graph.name)
+    for name, origin in graph.files.items():
+        shutil.copyfile(origin, version_dir / name)
     onnx = export_onnx(graph, version_dir / "model.onnx", opset=config.opset, max_batch=config.max_batch,
                        simplify=config.simplify, external_data_threshold=config.external_data_threshold)
-    cases = _cases(graph, config)
+    cases = _cases(graph, config, version_dir)
     onnxruntime = ort_runner(onnx.path)
     figures = compare(onnxruntime, torch_runner(graph.module, [o.name for o in graph.outputs]), cases, "fp32",
                       ("onnxruntime", "pytorch"))
@@ -260,7 +264,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     triton_config.schema()
     config.check_inputs_exist()
     model, family = load_model(config)
-    graphs = graphs_for(model)
+    graphs = graphs_for(model, config.vocabulary_path)
     notes: list[str] = []
     trt = tensorrt.import_tensorrt() if config.target == "gpu" else None
     if config.target == "gpu" and trt is None:

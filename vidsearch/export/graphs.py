@@ -1,7 +1,10 @@
 """The graphs an export writes: which module, which named inputs and outputs, which preprocessing.
 
-ViCLIP becomes two models, `viclip_text` and `viclip_vision`; a VideoMAE V2 classifier becomes one,
-`videomae_v2`. Every graph's first axis is the batch.
+ViCLIP becomes two models, `viclip_text` and `viclip_vision`; InternVideo2 becomes the same two (the
+names are the roles the runtimes, the Triton ensemble and DALI look for; `vidsearch.json` says which
+model fills them); a VideoMAE V2 classifier becomes one, `videomae_v2`. Every graph's first axis is
+the batch. InternVideo2's text graph takes the same TOKENS input (WordPiece ids padded with 0, the
+attention mask derived in the graph), so runtimes feed both families alike.
 
 Normalisation is decided here, once: each ViCLIP tower returns its raw embedding (`EMBEDDING`, what
 the PyTorch model returns) AND its L2-normalised copy (`EMBEDDING_NORMALIZED`, x / max(‖x‖, 1e-12)),
@@ -12,8 +15,10 @@ internal value names (lower-case operator names such as `embedding`).
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
@@ -21,8 +26,10 @@ from torch import Tensor, nn
 
 from vidsearch.errors import ConfigError
 from vidsearch.models import tokenizer as clip_tokenizer
+from vidsearch.models.internvideo2 import InternVideo2
 from vidsearch.models.viclip import ViCLIP
 from vidsearch.models.videomae import VideoMAEv2
+from vidsearch.models.wordpiece import VOCABULARY_FILE, read_vocabulary
 from vidsearch.video import preprocess as video_preprocess
 
 TEXT_MODEL = "viclip_text"
@@ -59,10 +66,14 @@ class Graph:
     preprocess: video_preprocess.Preprocess | None = None
     tokenizer: dict[str, Any] | None = None
     normalized_output: str | None = None  # the output that is L2-normalised in the graph, if any
+    files: Mapping[str, Path] = field(default_factory=dict)  # copied beside the model: name → source
+
+
+EmbeddingModel = ViCLIP | InternVideo2
 
 
 class _TextTower(nn.Module):
-    def __init__(self, model: ViCLIP) -> None:
+    def __init__(self, model: EmbeddingModel) -> None:
         super().__init__()
         self.model = model
 
@@ -72,7 +83,7 @@ class _TextTower(nn.Module):
 
 
 class _VisionTower(nn.Module):
-    def __init__(self, model: ViCLIP) -> None:
+    def __init__(self, model: EmbeddingModel) -> None:
         super().__init__()
         self.model = model
 
@@ -123,11 +134,11 @@ def scaled_preprocess(preset: str, image_size: int, frames: int) -> video_prepro
                    sampling=replace(spec.sampling, frames=frames))
 
 
-def viclip_graphs(model: ViCLIP) -> list[Graph]:
+def _embedding_graphs(model: EmbeddingModel, tokenizer: dict[str, Any], preprocess: str,
+                      files: Mapping[str, Path] | None = None) -> list[Graph]:
+    """The text and vision graphs of a video–text model: token ids in, frames in, raw and normalised
+    embeddings out."""
     config = model.config
-    if config.vocab_size != CLIP_VOCAB_SIZE:
-        raise ConfigError(f"export: viclip_text ships the CLIP BPE tokenizer ({CLIP_VOCAB_SIZE} ids); this "
-                          f"model's vocabulary has {config.vocab_size}")
     dim = config.embed_dim
     outputs = (TensorSpec("EMBEDDING", "float32", (dim,)),
                TensorSpec(NORMALIZED, "float32", (dim,)))
@@ -135,16 +146,53 @@ def viclip_graphs(model: ViCLIP) -> list[Graph]:
     text = Graph(
         TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
         (TensorSpec("TOKENS", "int64", (config.context_length,), high=config.vocab_size),), outputs,
-        _EMBEDDING_MEANING, dim, tokenizer=tokenizer_info(config.context_length, config.vocab_size),
-        normalized_output=NORMALIZED,
+        _EMBEDDING_MEANING, dim, tokenizer=tokenizer, normalized_output=NORMALIZED, files=files or {},
     )
     vision = Graph(
         VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
         (TensorSpec("FRAMES", "float32", (config.num_frames, 3, size, size)),), outputs,
-        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess("viclip", size, config.num_frames),
+        _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess(preprocess, size, config.num_frames),
         normalized_output=NORMALIZED,
     )
     return [text, vision]
+
+
+def viclip_graphs(model: ViCLIP) -> list[Graph]:
+    config = model.config
+    if config.vocab_size != CLIP_VOCAB_SIZE:
+        raise ConfigError(f"export: viclip_text ships the CLIP BPE tokenizer ({CLIP_VOCAB_SIZE} ids); this "
+                          f"model's vocabulary has {config.vocab_size}")
+    return _embedding_graphs(model, tokenizer_info(config.context_length, config.vocab_size), "viclip")
+
+
+def wordpiece_info(vocabulary: Path, context_length: int, vocab_size: int) -> dict[str, Any]:
+    """The WordPiece counterpart of `tokenizer_info`; the vocabulary travels beside the model."""
+    tokens = read_vocabulary(vocabulary)
+    if len(tokens) != vocab_size:
+        raise ConfigError(f"export: {vocabulary} has {len(tokens)} tokens but the text tower's embedding "
+                          f"table has {vocab_size} rows: it is not this model's vocabulary")
+    return {
+        "kind": "wordpiece",
+        "vocabulary": VOCABULARY_FILE,
+        "vocabulary_sha256": hashlib.sha256(vocabulary.read_bytes()).hexdigest(),
+        "vocab_size": vocab_size,
+        "context_length": context_length,
+        "lowercase": True,
+        "start_token": tokens.index("[CLS]"),
+        "end_token": tokens.index("[SEP]"),
+        "pad_token": 0,
+        "dtype": "int64",
+    }
+
+
+def internvideo2_graphs(model: InternVideo2, vocabulary: Path | None) -> list[Graph]:
+    config = model.config
+    if vocabulary is None or not vocabulary.is_file():
+        raise ConfigError(f"export: InternVideo2's text tower needs its WordPiece vocabulary ({vocabulary} "
+                          f"is not a file): pass --vocabulary, or put {VOCABULARY_FILE} beside the "
+                          "checkpoint")
+    tokenizer = wordpiece_info(vocabulary, config.context_length, config.vocab_size)
+    return _embedding_graphs(model, tokenizer, "internvideo2", {VOCABULARY_FILE: vocabulary})
 
 
 def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
@@ -167,16 +215,18 @@ def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
     return [graph]
 
 
-def graphs_for(model: nn.Module) -> list[Graph]:
-    """The graphs a loaded model exports as."""
+def graphs_for(model: nn.Module, vocabulary: Path | None = None) -> list[Graph]:
+    """The graphs a loaded model exports as; `vocabulary` is the text tower's file where it needs one."""
     if isinstance(model, ViCLIP):
         return viclip_graphs(model)
+    if isinstance(model, InternVideo2):
+        return internvideo2_graphs(model, vocabulary)
     if isinstance(model, VideoMAEv2):
         return videomae_graphs(model)
-    raise ConfigError(f"export: {type(model).__name__} cannot be exported; vidsearch exports ViCLIP and "
-                      "VideoMAE V2 classifiers (not the pre-training model)")
+    raise ConfigError(f"export: {type(model).__name__} cannot be exported; vidsearch exports ViCLIP, "
+                      "InternVideo2 and VideoMAE V2 classifiers (not the pre-training model)")
 
 
-def architecture(model: ViCLIP | VideoMAEv2) -> dict[str, Any]:
+def architecture(model: EmbeddingModel | VideoMAEv2) -> dict[str, Any]:
     """The model's config as a plain dict, for `vidsearch.json`."""
     return asdict(model.config)

@@ -1,14 +1,16 @@
 """Inputs for the parity checks and for int8 calibration.
 
 Random inputs probe the whole numeric range; real inputs are made the way served inputs are:
-captions through the CLIP tokenizer, clips decoded and preprocessed by `vidsearch.video` from the
-user's sample videos or, without any, from a short H.264 clip generated here and decoded like a file.
+captions through the model's own tokenizer (built from its `vidsearch.json` description), clips
+decoded and preprocessed by `vidsearch.video` from the user's sample videos or, without any, from a
+short H.264 clip generated here and decoded like a file.
 """
 
 import io
 import itertools
 from collections.abc import Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -16,6 +18,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError
 from vidsearch.export.graphs import Graph, TensorSpec
+from vidsearch.models.text_tokenizer import tokenizer_for
 from vidsearch.models.tokenizer import get_tokenizer
 from vidsearch.video.clips import ClipSpec, segment
 from vidsearch.video.decode import read_clips
@@ -104,11 +107,13 @@ def decoded_clips(videos: Sequence[VideoSource], spec: Preprocess, count: int,
     return np.stack(clips)
 
 
-def real_inputs(graph: Graph, count: int, videos: Sequence[VideoSource] = ()) -> Batch:
-    """`count` real inputs for `graph` (the available ones repeated to fill the count)."""
+def real_inputs(graph: Graph, count: int, videos: Sequence[VideoSource] = (),
+                model_dir: Path | None = None) -> Batch:
+    """`count` real inputs for `graph` (the available ones repeated to fill the count); `model_dir`
+    holds the files the graph's tokenizer reads (its export directory)."""
     spec = graph.inputs[0]
     if graph.tokenizer is not None:
-        pool: NDArray[np.generic] = caption_tokens(spec.shape[-1])
+        pool: NDArray[np.generic] = tokenizer_for(graph.tokenizer, model_dir or Path())(CAPTIONS)
     elif graph.preprocess is not None:
         if videos:
             pool = decoded_clips(videos, graph.preprocess, count)

@@ -1,4 +1,4 @@
-"""Model definitions (ViCLIP, VideoMAE V2), the CLIP tokenizer, presets and checkpoint loading.
+"""Models (ViCLIP, InternVideo2, VideoMAE V2), the CLIP and WordPiece tokenizers, presets, checkpoints.
 
 Pure PyTorch: nothing here knows of serving, indexes or jobs. Names are imported on first use, so
 `vidsearch.models.tokenizer` stays usable by light clients without loading torch.
@@ -18,6 +18,8 @@ _EXPORTS = {
     "create_model": "factory",
     "get_preset": "factory",
     "list_presets": "factory",
+    "InternVideo2": "internvideo2",
+    "InternVideo2Config": "internvideo2",
     "Tokenizer": "tokenizer",
     "get_tokenizer": "tokenizer",
     "ViCLIP": "viclip",
@@ -25,10 +27,13 @@ _EXPORTS = {
     "VideoMAEv2": "videomae",
     "VideoMAEv2Config": "videomae",
     "VideoMAEv2Pretrain": "videomae",
+    "WordPieceTokenizer": "wordpiece",
 }
 
 __all__ = [
     "FAMILIES",
+    "InternVideo2",
+    "InternVideo2Config",
     "ModelFamily",
     "Preset",
     "Tokenizer",
@@ -37,6 +42,7 @@ __all__ = [
     "VideoMAEv2",
     "VideoMAEv2Config",
     "VideoMAEv2Pretrain",
+    "WordPieceTokenizer",
     "create_model",
     "detect_family",
     "get_preset",
@@ -49,9 +55,11 @@ __all__ = [
 if TYPE_CHECKING:
     from vidsearch.models.checkpoint import detect_family, load_checkpoint, read_state_dict
     from vidsearch.models.factory import FAMILIES, ModelFamily, Preset, create_model, get_preset, list_presets
+    from vidsearch.models.internvideo2 import InternVideo2, InternVideo2Config
     from vidsearch.models.tokenizer import Tokenizer, get_tokenizer
     from vidsearch.models.viclip import ViCLIP, ViCLIPConfig
     from vidsearch.models.videomae import VideoMAEv2, VideoMAEv2Config, VideoMAEv2Pretrain
+    from vidsearch.models.wordpiece import WordPieceTokenizer
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vidsearch.errors import CheckpointError
-from vidsearch.models import viclip, videomae
+from vidsearch.models import internvideo2, viclip, videomae
 from vidsearch.models.factory import (
     FAMILIES,
     ModelFamily,
@@ -78,7 +78,10 @@ def _unwrap(loaded: Any, path: Path) -> StateDict:
 
 def detect_family(state_dict: StateDict) -> ModelFamily:
     """Which architecture a (raw) state dict belongs to, by telltale keys."""
-    if viclip.is_viclip_checkpoint(viclip.checkpoint_filter_fn(state_dict)):
+    unwrapped = viclip.checkpoint_filter_fn(state_dict)
+    if internvideo2.is_internvideo2_checkpoint(unwrapped):
+        return FAMILIES["internvideo2"]
+    if viclip.is_viclip_checkpoint(unwrapped):
         return FAMILIES["viclip"]
     if videomae.is_pretrain_checkpoint(state_dict):
         return FAMILIES["videomae_v2_pretrain"]
@@ -99,6 +102,12 @@ def resolve_config(
     """base (or the closest preset) ← what the shapes say ← the caller's overrides. A width that
     differs from the base's takes width / 64 heads, the convention of every released model."""
     inferred = family.infer_fields(state_dict)
+    if base is not None:
+        wrong = [f"{name} {inferred[name]} (preset {getattr(base, name)})"
+                 for name in family.size_fields if inferred[name] != getattr(base, name)]
+        if wrong:
+            raise CheckpointError(f"the checkpoint is another {family.name} size than the preset: "
+                                  + ", ".join(wrong))
     base = base if base is not None else _closest_preset(family, inferred)
     values = {**asdict(base), **inferred}
     for width, heads in family.heads_of.items():

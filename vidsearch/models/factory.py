@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from vidsearch.errors import ConfigError
-from vidsearch.models import viclip, videomae
+from vidsearch.models import internvideo2, viclip, videomae
 
 StateDict = dict[str, Tensor]
 
@@ -31,6 +31,9 @@ class ModelFamily:
     filter_fn: Callable[[Mapping[str, Tensor]], StateDict]
     infer_fields: Callable[[Mapping[str, Tensor]], dict[str, Any]]
     heads_of: Mapping[str, str]  # width field → its head-count field, which no shape determines
+    # Fields that name the model's size: a checkpoint must agree with an explicitly chosen preset on
+    # them (its head counts follow no width rule that could be inferred).
+    size_fields: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, ModelFamily] = {
@@ -59,6 +62,15 @@ FAMILIES: dict[str, ModelFamily] = {
             functools.partial(videomae.checkpoint_filter_fn, pretrain=True),
             videomae.infer_fields,
             {"width": "heads", "decoder_width": "decoder_heads"},
+        ),
+        ModelFamily(
+            "internvideo2",
+            internvideo2.InternVideo2Config,
+            internvideo2.InternVideo2,
+            internvideo2.checkpoint_filter_fn,
+            internvideo2.infer_fields,
+            {},
+            ("vision_width", "vision_layers", "text_width"),
         ),
     )
 }

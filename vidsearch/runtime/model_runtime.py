@@ -1,6 +1,6 @@
 """`ModelRuntime`: the one implementation of `Runtime`, over any `Backend` (see `base`).
 
-Text: queries are tokenized (the CLIP tokenizer of the repository's text model), looked up in the
+Text: queries are tokenized (with the tokenizer the text model's `vidsearch.json` names), looked up in the
 LRU cache, and the misses go through the dynamic batcher, so concurrent requests share one model
 run. Video and classification inputs arrive batched already: they are checked against the model's
 input shape and run in slices of the model's maximum batch.
@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError
-from vidsearch.models.tokenizer import Tokenizer
+from vidsearch.models.text_tokenizer import TextTokenizer, tokenizer_for
 from vidsearch.runtime.base import Backend
 from vidsearch.runtime.batching import DynamicBatcher
 from vidsearch.runtime.cache import CacheStats, LruCache
@@ -39,7 +39,7 @@ class ModelRuntime:
         self._backend = backend
         self._observer = observer
         self._cache: LruCache[str, _Row] = LruCache(config.cache_size)
-        self._tokenizer: Tokenizer | None = None
+        self._tokenizer: TextTokenizer | None = None
         # One thread tokenizes at a time: the tokenizer's regex matching releases the GIL, and with many
         # request threads each release hands it to another thread (measured with 32 threads: 250 µs of
         # CPU per query tokenized at once, 55 µs one at a time).
@@ -48,8 +48,8 @@ class ModelRuntime:
         self._text_batch = 0
         text = models.text
         if text is not None:
-            context = int((text.tokenizer or {}).get("context_length", text.input.shape[-1]))
-            self._tokenizer = Tokenizer(context_length=context)
+            info = {"kind": "clip_bpe", "context_length": text.input.shape[-1], **(text.tokenizer or {})}
+            self._tokenizer = tokenizer_for(info, text.directory)
             self._text_batch = min(config.max_batch or text.max_batch, text.max_batch)
             self._batcher = DynamicBatcher(self._run_text, self._text_batch, config.max_delay_ms / 1000.0,
                                            name="text-batcher",

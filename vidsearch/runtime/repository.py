@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsearch.errors import ConfigError
+from vidsearch.models.text_tokenizer import KINDS as TOKENIZER_KINDS
 from vidsearch.runtime.config import RuntimeConfig
 from vidsearch.video.preprocess import Preprocess
 
@@ -167,6 +168,6 @@ def read_repository(config: RuntimeConfig) -> RepositoryModels:
     for tower in (models.text, models.vision):
         if tower is not None and tower.normalized_output is None:
             raise ConfigError(f"{tower.directory}: the model has no L2-normalised output to search with")
-    if models.text and (models.text.tokenizer or {}).get("kind") != "clip_bpe":
+    if models.text and (models.text.tokenizer or {}).get("kind") not in TOKENIZER_KINDS:
         raise ConfigError(f"{models.text.directory}: unknown tokenizer {models.text.tokenizer!r}")
     return models
