@@ -48,6 +48,8 @@ class Metrics:
         self.latency = Histogram("vidsearch_request_seconds", "RPC handling time, by method", ["method"],
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("vidsearch_requests_in_flight", "RPCs being handled", registry=self.registry)
+        self.auth_failures = Counter("vidsearch_auth_failures", "Calls refused for a missing or invalid "
+                                     "bearer token, by method", ["method"], registry=self.registry)
         self.rejected = Counter("vidsearch_requests_rejected", "RPCs refused because the server was full",
                                 ["method"], registry=self.registry)
         self.batch_size = Histogram("vidsearch_model_batch_size", "Items per model run, by model", ["model"],

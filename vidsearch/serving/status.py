@@ -9,6 +9,10 @@ import grpc
 
 from vidsearch import errors
 
+# A status message repeats parts of the request (a path, an id): capped, so a huge input cannot make
+# the answer larger than what gRPC lets through in a status (8 KiB of metadata by default).
+MAX_MESSAGE_CHARS = 1024
+
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -34,3 +38,10 @@ def status_of(error: BaseException) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def capped(message: str) -> str:
+    """`message`, cut to MAX_MESSAGE_CHARS with a note of how much was left out."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}… ({len(message) - MAX_MESSAGE_CHARS} more characters left out)"
