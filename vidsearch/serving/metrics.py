@@ -34,6 +34,8 @@ class _LiveValues(Collector):
         yield GaugeMetricFamily("vidsearch_index_clips", "Clips in the index", value=self._index_clips())
         stats = self._cache()
         yield GaugeMetricFamily("vidsearch_text_cache_entries", "Text embeddings cached", value=stats.size)
+        yield GaugeMetricFamily("vidsearch_text_cache_bytes", "Bytes the cached texts and embeddings take "
+                                "(at most runtime.cache_bytes)", value=stats.bytes)
         yield CounterMetricFamily("vidsearch_text_cache_hits", "Text queries answered from the cache",
                                   value=stats.hits)
         yield CounterMetricFamily("vidsearch_text_cache_misses", "Text queries that ran the model",
