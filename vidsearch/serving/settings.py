@@ -94,7 +94,7 @@ class LimitSettings(_Section):
     min_clip_s: float = Field(default=0.1, gt=0, allow_inf_nan=False)  # shortest clip length and stride
     max_clips_per_request: int = Field(default=10_000, ge=1)  # counted from duration / stride before cutting
     # model input, outputs and bookkeeping one video request may need at once (estimated before decoding)
-    max_request_bytes: int = Field(default=1024 * _MIB, ge=_MIB)
+    max_request_bytes: int = Field(default=1024 * _MIB, ge=1 << 16)
     default_deadline_s: float = Field(default=300.0, gt=0)  # for requests that come without a deadline
 
 
