@@ -130,19 +130,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         top_k = request.top_k if request.HasField("top_k") else DEFAULT_CLASSIFY_TOP_K
         if top_k < 1:
             raise RequestError(f"top_k must be at least 1, got {top_k}")
+        labels, prompts = self._prompts(request)  # checked before any video work
         with self._uploads.hold() as held:
             source = self._source(request.WhichOneof("source"), request.video, request.path, held)
-            if request.labels:
-                labels = convert.texts(request.labels, max_chars=self._limits.max_query_chars, what="label")
-                templates = convert.texts(request.templates, max_chars=self._limits.max_query_chars,
-                                          what="template")
-                prompts = classify.prompts(labels, templates or classify.DEFAULT_TEMPLATES)
-                if len(prompts) > self._limits.max_texts:
-                    raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
-                                             f"{self._limits.max_texts}")
             clips, duration = self._videos.segment(source, self._clip_spec(), deadline)
             span = within(clips, request.start_s, request.end_s)
-            if request.labels:
+            if labels:
                 video = self._videos.embed(source, span, duration, deadline)
                 text = self._runtime.embed_text(prompts, deadline.remaining())
                 scores = classify.zero_shot(text, len(labels), video.values)
@@ -154,6 +147,18 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         ranked = classify.top(scores, names, top_k)
         return pb.ClassifyResponse(labels=[pb.LabelScore(label=n, score=s) for n, s in ranked],
                                    model=self._model_of(method), method=method, clips=count)
+
+    def _prompts(self, request: pb.ClassifyRequest) -> tuple[list[str], list[str]]:
+        """The zero-shot labels and their prompts (labels × templates); none for the classifier."""
+        if not request.labels:
+            return [], []
+        labels = convert.texts(request.labels, max_chars=self._limits.max_query_chars, what="label")
+        templates = convert.texts(request.templates, max_chars=self._limits.max_query_chars, what="template")
+        prompts = classify.prompts(labels, templates or classify.DEFAULT_TEMPLATES)
+        if len(prompts) > self._limits.max_texts:
+            raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
+                                     f"{self._limits.max_texts}")
+        return labels, prompts
 
     def _model_of(self, method: str) -> str:
         classifier = self._runtime.models.classifier
