@@ -8,6 +8,7 @@ Light on purpose: gRPC, the generated stubs and numpy, no models. Failures raise
 (`.code()`, `.details()`); every call has a deadline (`timeout_s`, 30 s unless given).
 """
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import NDArray
 
+from vidsearch.serving.address import host_of, is_loopback
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
 
@@ -110,6 +112,9 @@ class SearchClient:
             root = root_certificate.read_bytes() if isinstance(root_certificate, Path) else root_certificate
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root), options)
         else:
+            if token and not is_loopback(host_of(target)):
+                warnings.warn(f"sending a bearer token in plaintext to {target}: anyone on the path can read "
+                              "it (connect with tls=True)", stacklevel=2)
             self._channel = grpc.insecure_channel(target, options)
         self._stub = pb_grpc.SearchServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

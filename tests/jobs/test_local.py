@@ -20,7 +20,7 @@ from vidsearch.index.parquet import scan_shards
 from vidsearch.jobs import EXIT_OK, EXIT_WITH_FAILURES, JobSummary, run_embed
 from vidsearch.runtime import RuntimeConfig, open_runtime
 from vidsearch.serving.media import VideoModels
-from vidsearch.serving.settings import VideoSettings
+from vidsearch.serving.settings import LimitSettings
 from vidsearch.video import ClipSpec
 
 from ..runtime.models import Repository
@@ -64,7 +64,7 @@ def test_embeds_every_clip_into_shards(repository: Repository, corpus: Corpus, t
 
     runtime = open_runtime(RuntimeConfig(model_repository=repository.path, threads=1))
     try:
-        models = VideoModels(runtime, VideoSettings(clip_length_s=CLIP_LEN))
+        models = VideoModels(runtime, LimitSettings())
         deadline = RequestDeadline(_NoDeadline(), 60.0)  # type: ignore[arg-type]
         video = corpus.videos[3]
         clips, duration = models.segment(video, ClipSpec(CLIP_LEN), deadline)

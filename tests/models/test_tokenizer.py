@@ -14,6 +14,7 @@ from vidsearch.models import tokenizer as tokenizer_module
 from vidsearch.models.tokenizer import (
     DEFAULT_CONTEXT_LENGTH,
     EOT_TOKEN,
+    MAX_WORD_CHARS,
     SOT_TOKEN,
     Tokenizer,
     get_tokenizer,
@@ -93,6 +94,29 @@ def test_long_caption_is_cut_to_context_and_ends_with_eot(tok: Tokenizer) -> Non
     assert row[0] == SOT_TOKEN
     assert row[-1] == EOT_TOKEN
     assert row[1:-1].tolist() == bpe[:30]
+
+
+def _rare_letters(count: int) -> str:
+    """Letters that seldom merge: the worst case of BPE, whose cost grows with the square of a run."""
+    return "".join("qzxjkvw"[(i * 5 + i // 7) % 7] for i in range(count))
+
+
+def test_a_long_unbroken_run_is_cut_into_pieces_before_bpe() -> None:
+    tok = Tokenizer()
+    run = _rare_letters(2 * MAX_WORD_CHARS + 50)
+    pieces = [run[i : i + MAX_WORD_CHARS] for i in range(0, len(run), MAX_WORD_CHARS)]
+    assert tok.encode(run) == [i for piece in pieces for i in tok.encode(piece)]
+    word = _rare_letters(MAX_WORD_CHARS)  # up to the limit, a word is one pre-token, as in CLIP
+    assert tok.encode(word) != tok.encode(word[:50]) + tok.encode(word[50:])
+
+
+def test_only_what_fits_the_context_is_tokenized() -> None:
+    tok = Tokenizer()
+    text = _rare_letters(48_000)  # took 32 s of CPU before runs were cut and tokenizing stopped early
+    row = tok(text)[0]
+    assert tok._bpe.cache_info().misses <= 3  # type: ignore[attr-defined]  # BPE ran on ≤ 3 pieces, not 480
+    assert row[-1] == EOT_TOKEN
+    assert row[1:-1].tolist() == tok.encode(text[: 4 * MAX_WORD_CHARS])[:30]
 
 
 def test_batch_shapes_and_context_override(tok: Tokenizer) -> None:

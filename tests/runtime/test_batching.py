@@ -155,7 +155,7 @@ def test_a_cancelled_item_never_reaches_the_model() -> None:
 
 
 def test_the_cache_evicts_the_least_recently_used_and_counts() -> None:
-    cache: LruCache[str, int] = LruCache(2)
+    cache: LruCache[str, int] = LruCache(2, lambda key, value: 1)
     cache.put("a", 1)
     cache.put("b", 2)
     assert cache.get("a") == 1  # a is now the most recent
@@ -164,6 +164,21 @@ def test_the_cache_evicts_the_least_recently_used_and_counts() -> None:
     assert (cache.get("a"), cache.get("c")) == (1, 3)
     stats = cache.stats()
     assert (stats.size, stats.hits, stats.misses) == (2, 3, 1)
-    off: LruCache[str, int] = LruCache(0)
+    off: LruCache[str, int] = LruCache(0, lambda key, value: 1)
     off.put("a", 1)
     assert off.get("a") is None
+
+
+def test_the_cache_is_bounded_in_bytes_not_entries() -> None:
+    cache: LruCache[str, bytes] = LruCache(100, lambda key, value: len(key) + len(value))
+    cache.put("a", b"x" * 40)
+    cache.put("b", b"x" * 40)
+    assert cache.stats().bytes == 82
+    cache.put("huge", b"x" * 200)  # heavier than the whole cache: not kept, nothing evicted for it
+    assert cache.get("huge") is None
+    assert cache.stats().size == 2
+    cache.put("c", b"x" * 40)  # 123 bytes: the least recently used goes
+    assert cache.get("a") is None
+    assert cache.get("b") is not None
+    cache.put("b", b"y")  # replacing an entry reweighs it
+    assert cache.stats().bytes == 41 + 2

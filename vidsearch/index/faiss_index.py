@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -55,6 +54,7 @@ from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
 from vidsearch.index.paging import paginate
 from vidsearch.index.persistence import INDEX_FILE, METADATA_FILE, WriterLock, load_snapshot, save_snapshot
+from vidsearch.index.scratch import make_scratch
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class FaissClipIndex:
         plan = plan_index(config.expected_clips, config.dim, config.factory)
         index = new_index(config.dim, plan.factory)
         apply_params(index, plan.params)
-        scratch = Path(tempfile.mkdtemp(prefix="vidsearch-index-"))
+        scratch = make_scratch()
         store = MetadataStore(scratch / METADATA_FILE)
         with store.transaction() as conn:
             store.set_meta(conn, _KEY_META, secrets.token_hex(32))

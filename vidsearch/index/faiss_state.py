@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from vidsearch.index.changelog import ChangeLog
 from vidsearch.index.factory import Placement, place
 from vidsearch.index.metadata import MetadataStore
 from vidsearch.index.persistence import INDEX_FILE, MANIFEST, METADATA_FILE, WORK_DIR, WriterLock
+from vidsearch.index.scratch import make_scratch
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _check_counts(index: Any, store: MetadataStore, manifest: IndexManifest, sna
 def scratch_for(directory: Path, writer: bool, work_dir: Path | None) -> Path:
     """A fresh directory for a working copy of the metadata: `<dir>/.work` for the writer."""
     if not writer:
-        return Path(tempfile.mkdtemp(prefix="vidsearch-index-", dir=work_dir))
+        return make_scratch(work_dir)
     work = directory / WORK_DIR
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

@@ -34,6 +34,10 @@ _WORD_END = "</w>"
 # Captions reuse a small vocabulary of words; this bounds memory on a long-running server.
 _BPE_CACHE_SIZE = 1 << 16
 _ID_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
+# BPE's cost grows with the square of a pre-token's length (each merge rescans its pairs): a run of
+# 48,000 letters took 32 s. Longer runs are cut into pieces of this many characters before BPE, as a
+# robust tokenizer must; no word of real text is this long, so real text tokenizes as CLIP's does.
+MAX_WORD_CHARS = 100
 # Specials first, then contractions, letter runs, single digits and runs of anything else but spaces.
 _SPLIT_PATTERN = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"
 
@@ -114,11 +118,17 @@ class Tokenizer:
     def context_length(self) -> int:
         return self._context_length
 
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of `text` after CLIP's clean-up, without start and end tokens."""
+    def encode(self, text: str, max_ids: int | None = None) -> list[int]:
+        """BPE ids of `text` after CLIP's clean-up, without start and end tokens; with `max_ids`, only
+        the first that many (the rest of the text is not tokenized at all)."""
         ids: list[int] = []
-        for piece in self._pattern.findall(_clean(text)):
-            ids.extend(self._bpe("".join(self._byte_symbol[byte] for byte in piece.encode("utf-8"))))
+        for match in self._pattern.finditer(_clean(text)):
+            word = match.group()
+            for start in range(0, len(word), MAX_WORD_CHARS):
+                piece = word[start : start + MAX_WORD_CHARS]
+                ids.extend(self._bpe("".join(self._byte_symbol[byte] for byte in piece.encode("utf-8"))))
+                if max_ids is not None and len(ids) >= max_ids:
+                    return ids[:max_ids]
         return ids
 
     def decode(self, ids: Iterable[int] | npt.NDArray[np.integer[Any]]) -> str:
@@ -148,7 +158,7 @@ class Tokenizer:
         batch = [texts] if isinstance(texts, str) else texts
         out = np.zeros((len(batch), length), dtype=out_dtype)
         for row, text in enumerate(batch):
-            ids = [SOT_TOKEN, *self.encode(text)[: length - 2], EOT_TOKEN]
+            ids = [SOT_TOKEN, *self.encode(text, length - 2), EOT_TOKEN]
             out[row, : len(ids)] = ids
         return out
 

@@ -26,7 +26,9 @@ class RuntimeConfig(BaseModel):
     # model's own maximum) and waiting at most `max_delay_ms` for company once the model is free.
     max_batch: int | None = Field(default=None, ge=1)
     max_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
-    cache_size: int = Field(default=4096, ge=0)  # text embeddings kept (LRU); 0 switches the cache off
+    # recent text embeddings kept (LRU), in bytes with their texts: 32 MiB holds ~13,000 512-d vectors of
+    # short queries; 0 switches the cache off
+    cache_bytes: int = Field(default=32 << 20, ge=0)
     threads: int = Field(default=0, ge=0)  # ONNX Runtime intra-op threads; 0: one per core
     triton_url: str = "127.0.0.1:8001"  # gRPC address of the Triton server (kind "triton")
     # how long to wait for the Triton server at start, and the longest a model call may take

@@ -7,6 +7,7 @@ input shape and run in slices of the model's maximum batch.
 """
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,12 @@ BatchObserver = Callable[[str, int, float], None]
 """Called after every model run with the model name, the batch size and the seconds it took."""
 
 _Row = NDArray[np.float32]
+# a cached text's objects beyond its characters and its vector's data (dict node, headers), roughly
+_ENTRY_OVERHEAD_BYTES = 256
+
+
+def _entry_bytes(text: str, vector: _Row) -> int:
+    return sys.getsizeof(text) + vector.nbytes + _ENTRY_OVERHEAD_BYTES
 
 
 class ModelRuntime:
@@ -38,11 +45,12 @@ class ModelRuntime:
         self._models = models
         self._backend = backend
         self._observer = observer
-        self._cache: LruCache[str, _Row] = LruCache(config.cache_size)
+        self._cache: LruCache[str, _Row] = LruCache(config.cache_bytes, _entry_bytes)
         self._tokenizer: TextTokenizer | None = None
         # One thread tokenizes at a time: the tokenizer's regex matching releases the GIL, and with many
         # request threads each release hands it to another thread (measured with 32 threads: 250 µs of
-        # CPU per query tokenized at once, 55 µs one at a time).
+        # CPU per query tokenized at once, 55 µs one at a time). The lock is taken per text, so a request
+        # of many texts never holds it long, and the deadline is checked between texts.
         self._tokenize_lock = threading.Lock()
         self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
         self._text_batch = 0
@@ -75,12 +83,16 @@ class ModelRuntime:
         rows: list[_Row | None] = [self._cache.get(text) for text in texts]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            if timeout_s is not None and timeout_s <= 0:
-                raise DeadlineExceededError(f"no time left to embed {len(missing)} texts")
-            with self._tokenize_lock:
-                tokens = self._tokenizer([texts[i] for i in missing])
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            tokens = []
+            for i in missing:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceededError(f"no time left to embed {len(missing)} texts")
+                with self._tokenize_lock:
+                    tokens.append(self._tokenizer(texts[i])[0])
+            remaining = None if deadline is None else deadline - time.monotonic()
             try:
-                vectors = self._batcher.map(list(tokens), timeout_s)
+                vectors = self._batcher.map(tokens, remaining)
             except TimeoutError:
                 raise DeadlineExceededError(f"embedding {len(missing)} texts ran past the deadline") from None
             for i, vector in zip(missing, vectors, strict=True):

@@ -28,8 +28,20 @@ def _check_known(message: pb.Filter) -> None:
                            "time_range only")
 
 
-def search_filter(message: pb.Filter) -> SearchFilter:
+def name(value: str, what: str, max_chars: int) -> str:
+    """A video id or tag of a request, at most `max_chars` long (RequestError otherwise)."""
+    if len(value) > max_chars:
+        raise RequestError(f"the {what} is {len(value)} characters long; the limit is {max_chars} "
+                           "(limits.max_name_chars)")
+    return value
+
+
+def search_filter(message: pb.Filter, max_name_chars: int) -> SearchFilter:
     _check_known(message)
+    for video_id in message.video_ids:
+        name(video_id, "filter's video id", max_name_chars)
+    for tag in message.tags:
+        name(tag, "filter's tag", max_name_chars)
     videos = frozenset(message.video_ids) or None
     tags = frozenset(message.tags) or None
     span = None
@@ -40,13 +52,13 @@ def search_filter(message: pb.Filter) -> SearchFilter:
     return SearchFilter(video_ids=videos, tags=tags, time_range=span)
 
 
-def search_options(request: SearchLike) -> SearchOptions:
+def search_options(request: SearchLike, max_name_chars: int) -> SearchOptions:
     """The index options a Search or SearchByVideo request asks for (InvalidQueryError if out of range)."""
     return SearchOptions(
         top_k=request.top_k if request.HasField("top_k") else DEFAULT_TOP_K,
         page_size=request.page_size if request.HasField("page_size") else None,
         group_by_video=request.group_by_video,
-        filter=search_filter(request.filter),
+        filter=search_filter(request.filter, max_name_chars),
         tuning=Tuning(
             nprobe=request.nprobe if request.HasField("nprobe") else None,
             ef_search=request.ef_search if request.HasField("ef_search") else None,

@@ -21,11 +21,13 @@ from vidsearch.errors import (
 )
 from vidsearch.index import ClipIndex, ClipRecord
 from vidsearch.index.base import clip_id
+from vidsearch.serving import convert
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.media import VideoModels
 from vidsearch.serving.paths import AllowedPath, AllowedRoots
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
-from vidsearch.serving.status import status_of
+from vidsearch.serving.settings import LimitSettings
+from vidsearch.serving.status import capped, status_of
 from vidsearch.video import ClipSpec
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,13 @@ class _Item:
 
 class Ingester:
     def __init__(self, index: ClipIndex, videos: VideoModels, roots: AllowedRoots, model_version: str,
-                 max_items: int) -> None:
+                 limits: LimitSettings) -> None:
         self._index = index
         self._videos = videos
         self._roots = roots
         self._model_version = model_version
-        self._max_items = max_items
+        self._max_items = limits.max_ingest_items
+        self._max_name_chars = limits.max_name_chars
 
     def _check(self, items: Sequence[pb.IngestItem]) -> list[_Item]:
         if not items:
@@ -54,6 +57,9 @@ class Ingester:
             raise LimitExceededError(f"{len(items)} items in one Ingest; the limit is {self._max_items}")
         checked = []
         for item in items:
+            convert.name(item.video_id, "video id", self._max_name_chars)
+            for tag in item.tags:
+                convert.name(tag, "tag", self._max_name_chars)
             try:
                 checked.append(_Item(item, self._roots.check(item.path), None))
             except (NotFoundError, RequestError) as err:  # outside the roots raises: nothing is done
@@ -72,7 +78,7 @@ class Ingester:
                 video_id = item.message.video_id or (item.allowed.relative if item.allowed else "")
                 log.warning("ingest %s: %s", item.message.path, err)
                 results.append(pb.IngestResult(path=item.message.path, video_id=video_id,
-                                               error_code=status_of(err).name, error=str(err)))
+                                               error_code=status_of(err).name, error=capped(str(err))))
         added = sum(r.clips for r in results)
         return pb.IngestResponse(results=results, clips_added=added, index_version=self._index.version)
 

@@ -5,6 +5,7 @@ decoded and preprocessed by the model's own spec (`read_clips`), and embedded th
 slices of the model's batch limit. Decoding is bounded by the request's deadline.
 """
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,8 +18,14 @@ from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.repository import ModelSpec
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
-from vidsearch.serving.settings import VideoSettings
+from vidsearch.serving.settings import LimitSettings, VideoSettings
 from vidsearch.video import Clip, ClipSpec, ReadOptions, VideoSource, probe, read_clips, segment
+
+# per-clip costs of `request_bytes`, measured roughly on CPython 3.12: a sampled frame's entries in the
+# decoding plan, one output value in numpy and as a Python float in the response, a clip's objects
+_PLAN_BYTES_PER_FRAME = 128
+_BYTES_PER_OUTPUT = 40
+_CLIP_BYTES = 512
 
 ModelCall = Callable[[NDArray[np.float32], float], NDArray[np.float32]]
 """A runtime method: a batch of clips and the time left → one output row per clip."""
@@ -33,12 +40,23 @@ class ClipOutputs:
     duration_s: float
 
 
-def clip_spec(settings: VideoSettings, options: pb.ClipOptions | None = None) -> ClipSpec:
-    """The server's clip windows, or those a request asks for."""
+def _seconds(value: float, what: str, minimum: float) -> float:
+    if not math.isfinite(value):
+        raise RequestError(f"clip {what} must be a finite number of seconds, got {value}")
+    if value < minimum:
+        raise RequestError(f"clip {what} {value:g} s is below the minimum of {minimum:g} s "
+                           "(limits.min_clip_s)")
+    return value
+
+
+def clip_spec(settings: VideoSettings, limits: LimitSettings, options: pb.ClipOptions | None = None
+              ) -> ClipSpec:
+    """The server's clip windows, or those a request asks for (RequestError below `limits.min_clip_s`)."""
     length = options.length_s if options is not None and options.length_s else settings.clip_length_s
     stride = options.stride_s if options is not None and options.stride_s else settings.clip_stride_s
-    if length < 0 or (stride is not None and stride < 0):
-        raise RequestError(f"clip length and stride must be positive, got {length}, {stride}")
+    length = _seconds(length, "length", limits.min_clip_s)
+    if stride is not None:
+        stride = _seconds(stride, "stride", limits.min_clip_s)
     return ClipSpec(length_s=length, stride_s=min(stride, length) if stride else None)
 
 
@@ -63,30 +81,51 @@ def _deadline_first(deadline: RequestDeadline) -> Iterator[None]:
         raise
 
 
-class VideoModels:
-    """Runs video inputs through the runtime's vision tower or classifier."""
+def request_bytes(clips: int, model: ModelSpec, output_width: int) -> int:
+    """What running `clips` through `model` holds at once, estimated before decoding: one batch of input
+    tensors, and per clip its sampling plan, its output row (as the response's Python floats too) and
+    its bookkeeping."""
+    assert model.preprocess is not None
+    batch = min(clips, model.max_batch) * math.prod(model.input.shape[1:]) * 4
+    frames = model.preprocess.frames
+    per_clip = frames * _PLAN_BYTES_PER_FRAME + output_width * _BYTES_PER_OUTPUT + _CLIP_BYTES
+    return batch + clips * per_clip
 
-    def __init__(self, runtime: Runtime, settings: VideoSettings) -> None:
+
+class VideoModels:
+    """Runs video inputs through the runtime's vision tower or classifier, within the request limits."""
+
+    def __init__(self, runtime: Runtime, limits: LimitSettings) -> None:
         self._runtime = runtime
-        self._settings = settings
+        self._limits = limits
 
     def segment(self, source: VideoSource, spec: ClipSpec,
                 deadline: RequestDeadline) -> tuple[list[Clip], float]:
+        """The clips of the input; RequestError when it would make more than `max_clips_per_request`."""
         with _deadline_first(deadline):
             info = probe(source, time_limit_s=deadline.remaining())
+        most = spec.max_clips(info.duration_s)
+        if most > self._limits.max_clips_per_request:
+            limit = self._limits.max_clips_per_request
+            raise RequestError(f"{info.duration_s:.1f} s in clips of {spec.length_s:g} s every "
+                               f"{spec.stride:g} s would make up to {most} clips; the limit is {limit} "
+                               "(limits.max_clips_per_request): ask for longer clips or a larger stride")
+        deadline.remaining()
         return segment(info, spec), info.duration_s
 
     def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
         model = self._model(self._runtime.models.vision, "video embeddings (viclip_vision)")
-        return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
+        width = model.output(model.normalized_output or "").shape[-1]
+        return self._run(source, clips, duration_s, model, width, self._runtime.embed_video, deadline)
 
     def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
                  deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
         model = self._model(self._runtime.models.classifier, "classification (videomae_v2)")
-        return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
+        width = model.output("LOGITS").shape[-1]
+        return self._run(source, clips, duration_s, model, width, self._runtime.classify, deadline)
 
     def _model(self, model: ModelSpec | None, what: str) -> ModelSpec:
         if model is None or model.preprocess is None:
@@ -94,9 +133,14 @@ class VideoModels:
         return model
 
     def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelSpec,
-             run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
+             output_width: int, run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
         """Decode and preprocess the clips by the model's spec, and run them in slices of its batch limit."""
         assert model.preprocess is not None
+        needed = request_bytes(len(clips), model, output_width)
+        if needed > self._limits.max_request_bytes:
+            raise RequestError(f"{len(clips)} clips through {model.name} need about {needed >> 20} MiB; the "
+                               f"limit is {self._limits.max_request_bytes >> 20} MiB per request "
+                               "(limits.max_request_bytes): ask for fewer or longer clips")
         options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)
         done: list[Clip] = []
         rows: list[NDArray[np.float32]] = []

@@ -34,6 +34,8 @@ class _LiveValues(Collector):
         yield GaugeMetricFamily("vidsearch_index_clips", "Clips in the index", value=self._index_clips())
         stats = self._cache()
         yield GaugeMetricFamily("vidsearch_text_cache_entries", "Text embeddings cached", value=stats.size)
+        yield GaugeMetricFamily("vidsearch_text_cache_bytes", "Bytes the cached texts and embeddings take "
+                                "(at most runtime.cache_bytes)", value=stats.bytes)
         yield CounterMetricFamily("vidsearch_text_cache_hits", "Text queries answered from the cache",
                                   value=stats.hits)
         yield CounterMetricFamily("vidsearch_text_cache_misses", "Text queries that ran the model",
@@ -48,6 +50,8 @@ class Metrics:
         self.latency = Histogram("vidsearch_request_seconds", "RPC handling time, by method", ["method"],
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("vidsearch_requests_in_flight", "RPCs being handled", registry=self.registry)
+        self.auth_failures = Counter("vidsearch_auth_failures", "Calls refused for a missing or invalid "
+                                     "bearer token, by method", ["method"], registry=self.registry)
         self.rejected = Counter("vidsearch_requests_rejected", "RPCs refused because the server was full",
                                 ["method"], registry=self.registry)
         self.batch_size = Histogram("vidsearch_model_batch_size", "Items per model run, by model", ["model"],

@@ -25,6 +25,7 @@ from vidsearch.errors import ConfigError
 from vidsearch.index import ClipIndex
 from vidsearch.runtime import open_runtime
 from vidsearch.runtime.base import Runtime
+from vidsearch.serving.exposure import exposure_warnings
 from vidsearch.serving.http.app import HttpParts
 from vidsearch.serving.http.face import HttpFace
 from vidsearch.serving.http.thumbnails import ThumbnailStore
@@ -93,8 +94,11 @@ class SearchServer:
     def start(self) -> None:
         settings = self.settings
         try:
+            for problem in exposure_warnings(settings):
+                log.warning("%s", problem)
             if settings.metrics_port is not None:
-                self.metrics_port = self.metrics.start_http(settings.host, settings.metrics_port)
+                self.metrics_port = self.metrics.start_http(settings.metrics_host or settings.host,
+                                                            settings.metrics_port)
             self._runtime = open_runtime(settings.runtime, observer=self.metrics.observe_batch)
             self._index = open_served_index(settings.index, self._runtime.models,
                                             create=settings.create_index, persist=settings.persist_changes)
@@ -121,14 +125,17 @@ class SearchServer:
     def _grpc_server(self, servicer: SearchServicer) -> grpc.Server:
         settings, limits = self.settings, self.settings.limits
         threads = settings.handler_threads
-        interceptor = ServiceInterceptor(settings.auth.all_tokens(), limits.max_concurrent_rpcs, self.metrics)
+        interceptor = ServiceInterceptor(settings.auth.all_tokens(), limits.max_concurrent_rpcs, self.metrics,
+                                         settings.auth.failure_log_interval_s)
         server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vidsearch-rpc"),
             interceptors=[interceptor],
             options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                      ("grpc.max_send_message_length", limits.max_message_bytes),
                      ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=threads,  # beyond the threads, grpc refuses instead of queueing
+            # no gRPC-wide limit (`maximum_concurrent_rpcs`): it refused health checks with the rest under
+            # load. The interceptor refuses service RPCs beyond their slots at once, and the threads left
+            # over (handler_threads − max_concurrent_rpcs) answer health checks and refusals
         )
         pb_grpc.add_SearchServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -5,6 +5,7 @@ logging and the mapping of errors to status codes happen around them (`intercept
 every method. Models are reached only through the runtime, whichever backend it runs on.
 """
 
+import io
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from vidsearch.errors import LimitExceededError, NotFoundError, RequestError
 from vidsearch.index import ClipIndex, SearchPage
 from vidsearch.runtime.base import Runtime
 from vidsearch.serving import classify, convert, moments
+from vidsearch.serving.budget import ByteBudget, Reservation
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.ingest import Ingester
 from vidsearch.serving.media import VideoModels, clip_spec, within
@@ -22,7 +24,7 @@ from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
 from vidsearch.serving.settings import ServerSettings
 from vidsearch.serving.text_search import TextQuery, TextSearcher
-from vidsearch.video import VideoSource
+from vidsearch.video import ClipSpec, VideoSource
 
 DEFAULT_CLASSIFY_TOP_K = 5
 
@@ -38,12 +40,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._index = index
         self._settings = settings
         self._limits = settings.limits
-        self._videos = VideoModels(runtime, settings.video)
+        self._videos = VideoModels(runtime, self._limits)
+        self._uploads = ByteBudget(self._limits.max_upload_bytes_in_flight,
+                                   "limits.max_upload_bytes_in_flight")
         self._roots = AllowedRoots(settings.allowed_roots)
         self._text_searcher = TextSearcher(runtime, index, max(1, runtime.text_batch))
         vision = runtime.models.vision
         self._ingester = Ingester(index, self._videos, self._roots, str(vision.version) if vision else "",
-                                  self._limits.max_ingest_items)
+                                  self._limits)
         classifier = runtime.models.classifier
         classes = classifier.output("LOGITS").shape[-1] if classifier else 0
         self._class_names = classify.class_names(settings.classifier_labels, classes) if classifier else []
@@ -57,7 +61,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         started = time.perf_counter()
         deadline = self._deadline(context)
         query = TextQuery(convert.query_text(request.query, self._limits.max_query_chars),
-                          convert.search_options(request), request.page_token or None, started)
+                          convert.search_options(request, self._limits.max_name_chars),
+                          request.page_token or None, started)
         answer = self._text_searcher.search(query, deadline.remaining())
         return self._response(answer.page, answer.embed_ms, answer.search_ms, started, request.merge_moments)
 
@@ -65,11 +70,12 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                       ) -> pb.SearchResponse:
         started = time.perf_counter()
         deadline = self._deadline(context)
-        options = convert.search_options(request)
-        source = self._source(request.WhichOneof("source"), request.video, request.path)
-        clips, duration = self._videos.segment(source, clip_spec(self._settings.video), deadline)
-        span = within(clips, request.start_s, request.end_s)
-        outputs = self._videos.embed(source, span, duration, deadline)
+        options = convert.search_options(request, self._limits.max_name_chars)
+        with self._uploads.hold() as held:
+            source = self._source(request.WhichOneof("source"), request.video, request.path, held)
+            clips, duration = self._videos.segment(source, self._clip_spec(), deadline)
+            span = within(clips, request.start_s, request.end_s)
+            outputs = self._videos.embed(source, span, duration, deadline)
         vector = outputs.values.mean(axis=0, keepdims=True)
         embed_ms = _ms(started)
         searched = time.perf_counter()
@@ -104,9 +110,10 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
     def EmbedVideo(self, request_iterator: Iterator[pb.EmbedVideoRequest], context: grpc.ServicerContext
                    ) -> pb.EmbedVideoResponse:
         deadline = self._deadline(context)
-        source, options = self._upload(request_iterator, deadline)
-        clips, duration = self._videos.segment(source, clip_spec(self._settings.video, options), deadline)
-        outputs = self._videos.embed(source, clips, duration, deadline)
+        with self._uploads.hold() as held:
+            source, options = self._upload(request_iterator, deadline, held)
+            clips, duration = self._videos.segment(source, self._clip_spec(options), deadline)
+            outputs = self._videos.embed(source, clips, duration, deadline)
         return pb.EmbedVideoResponse(
             clips=[pb.ClipEmbedding(index=c.index, start_s=c.start_s, end_s=c.end_s,
                                     embedding=pb.Embedding(values=row.tolist()))
@@ -120,26 +127,35 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         top_k = request.top_k if request.HasField("top_k") else DEFAULT_CLASSIFY_TOP_K
         if top_k < 1:
             raise RequestError(f"top_k must be at least 1, got {top_k}")
-        source = self._source(request.WhichOneof("source"), request.video, request.path)
-        clips, duration = self._videos.segment(source, clip_spec(self._settings.video), deadline)
-        span = within(clips, request.start_s, request.end_s)
-        if request.labels:
-            labels = convert.texts(request.labels, max_chars=self._limits.max_query_chars, what="label")
-            prompts = classify.prompts(labels, list(request.templates) or classify.DEFAULT_TEMPLATES)
-            if len(prompts) > self._limits.max_texts:
-                raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
-                                         f"{self._limits.max_texts}")
-            video = self._videos.embed(source, span, duration, deadline)
-            text = self._runtime.embed_text(prompts, deadline.remaining())
-            scores = classify.zero_shot(text, len(labels), video.values)
-            method, names, count = "zero_shot", labels, len(video.clips)
-        else:
-            outputs = self._videos.classify(source, span, duration, deadline)
-            scores = classify.classifier(outputs.values)
-            method, names, count = "classifier", self._class_names, len(outputs.clips)
+        labels, prompts = self._prompts(request)  # checked before any video work
+        with self._uploads.hold() as held:
+            source = self._source(request.WhichOneof("source"), request.video, request.path, held)
+            clips, duration = self._videos.segment(source, self._clip_spec(), deadline)
+            span = within(clips, request.start_s, request.end_s)
+            if labels:
+                video = self._videos.embed(source, span, duration, deadline)
+                text = self._runtime.embed_text(prompts, deadline.remaining())
+                scores = classify.zero_shot(text, len(labels), video.values)
+                method, names, count = "zero_shot", labels, len(video.clips)
+            else:
+                outputs = self._videos.classify(source, span, duration, deadline)
+                scores = classify.classifier(outputs.values)
+                method, names, count = "classifier", self._class_names, len(outputs.clips)
         ranked = classify.top(scores, names, top_k)
         return pb.ClassifyResponse(labels=[pb.LabelScore(label=n, score=s) for n, s in ranked],
                                    model=self._model_of(method), method=method, clips=count)
+
+    def _prompts(self, request: pb.ClassifyRequest) -> tuple[list[str], list[str]]:
+        """The zero-shot labels and their prompts (labels × templates); none for the classifier."""
+        if not request.labels:
+            return [], []
+        labels = convert.texts(request.labels, max_chars=self._limits.max_query_chars, what="label")
+        templates = convert.texts(request.templates, max_chars=self._limits.max_query_chars, what="template")
+        prompts = classify.prompts(labels, templates or classify.DEFAULT_TEMPLATES)
+        if len(prompts) > self._limits.max_texts:
+            raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
+                                     f"{self._limits.max_texts}")
+        return labels, prompts
 
     def _model_of(self, method: str) -> str:
         classifier = self._runtime.models.classifier
@@ -151,13 +167,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     def Ingest(self, request: pb.IngestRequest, context: grpc.ServicerContext) -> pb.IngestResponse:
         deadline = self._deadline(context)
-        spec = clip_spec(self._settings.video, request.clips if request.HasField("clips") else None)
+        spec = self._clip_spec(request.clips if request.HasField("clips") else None)
         return self._ingester.ingest(request, spec, deadline)
 
     def DeleteVideo(self, request: pb.DeleteVideoRequest, context: grpc.ServicerContext
                     ) -> pb.DeleteVideoResponse:
         if not request.video_id:
             raise RequestError("DeleteVideo needs a video_id")
+        convert.name(request.video_id, "video id", self._limits.max_name_chars)
         deleted = self._index.delete_videos([request.video_id])
         if not deleted:
             raise NotFoundError(f"video {request.video_id!r} is not in the index")
@@ -177,17 +194,22 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
 
     # -- video inputs ------------------------------------------------------------------------------
 
-    def _source(self, which: str | None, data: bytes, path: str) -> VideoSource:
+    def _clip_spec(self, options: pb.ClipOptions | None = None) -> ClipSpec:
+        return clip_spec(self._settings.video, self._limits, options)
+
+    def _source(self, which: str | None, data: bytes, path: str, held: Reservation) -> VideoSource:
         if which == "video":
+            held.add(len(data))
             return data
         if which == "path":
             return self._roots.check(path).path
         raise RequestError("give the video as bytes (`video`) or as a path under an allowed root (`path`)")
 
-    def _upload(self, messages: Iterator[pb.EmbedVideoRequest], deadline: RequestDeadline
+    def _upload(self, messages: Iterator[pb.EmbedVideoRequest], deadline: RequestDeadline, held: Reservation
                 ) -> tuple[VideoSource, pb.ClipOptions | None]:
-        """The streamed input: one message naming a path, or the file's bytes in chunks."""
-        chunks: list[bytes] = []
+        """The streamed input: one message naming a path, or the file's bytes in chunks (gathered in one
+        buffer as they come, never joined into a second copy)."""
+        upload = io.BytesIO()
         size = 0
         path: str | None = None
         options: pb.ClipOptions | None = None
@@ -196,17 +218,19 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             if message.HasField("clips"):
                 options = message.clips
             kind = message.WhichOneof("input")
-            if path is not None or (kind == "path" and chunks):
+            if path is not None or (kind == "path" and size):
                 raise RequestError("EmbedVideo takes one path or a stream of chunks, not both")
             if kind == "path":
                 path = message.path
             elif kind == "chunk":
                 size += len(message.chunk)
                 if size > self._limits.max_upload_bytes:
-                    raise LimitExceededError(f"the upload exceeds {self._limits.max_upload_bytes} bytes")
-                chunks.append(message.chunk)
+                    raise LimitExceededError(f"the upload exceeds {self._limits.max_upload_bytes} bytes "
+                                             "(limits.max_upload_bytes)")
+                held.add(len(message.chunk))
+                upload.write(message.chunk)
         if path is not None:
             return self._roots.check(path).path, options
-        if not chunks:
+        if not size:
             raise RequestError("EmbedVideo received no video: send a path or the file's bytes")
-        return b"".join(chunks), options
+        return upload, options

@@ -64,6 +64,8 @@ class AuthSettings(_Section):
 
     tokens: tuple[SecretStr, ...] = ()
     token_file: Path | None = None  # one token per line; blank lines and `#` comments ignored
+    # failed authentications are all counted (metric); the log gets at most one line per interval
+    failure_log_interval_s: float = Field(default=10.0, ge=0)
 
     def all_tokens(self) -> tuple[str, ...]:
         tokens = [t.get_secret_value() for t in self.tokens]
@@ -77,14 +79,22 @@ class AuthSettings(_Section):
 
 
 class LimitSettings(_Section):
-    """What one request may ask for, and how many run at once."""
+    """What one request may ask for, and how many run at once (docs/reliability.md states each one)."""
 
     max_message_bytes: int = Field(default=32 * _MIB, ge=1024)  # one gRPC message, either direction
     max_upload_bytes: int = Field(default=512 * _MIB, ge=1024)  # a streamed EmbedVideo upload in all
+    # video bytes held by all requests at once (uploads and SearchByVideo / Classify bytes); beyond it:
+    # RESOURCE_EXHAUSTED, retry later
+    max_upload_bytes_in_flight: int = Field(default=1024 * _MIB, ge=1024)
     max_concurrent_rpcs: int = Field(default=16, ge=1)  # beyond it: RESOURCE_EXHAUSTED at once
-    max_query_chars: int = Field(default=1000, ge=1)
+    max_query_chars: int = Field(default=1000, ge=1)  # a query, text, label or template
+    max_name_chars: int = Field(default=1024, ge=1)  # a video id or tag
     max_texts: int = Field(default=256, ge=1)  # per EmbedText / labels × templates per Classify
     max_ingest_items: int = Field(default=256, ge=1)
+    min_clip_s: float = Field(default=0.1, gt=0, allow_inf_nan=False)  # shortest clip length and stride
+    max_clips_per_request: int = Field(default=10_000, ge=1)  # counted from duration / stride before cutting
+    # model input, outputs and bookkeeping one video request may need at once (estimated before decoding)
+    max_request_bytes: int = Field(default=1024 * _MIB, ge=1 << 16)
     default_deadline_s: float = Field(default=300.0, gt=0)  # for requests that come without a deadline
 
 
@@ -113,6 +123,8 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port (read back from the server)
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)  # None: no metrics endpoint
+    # /metrics is plain HTTP without authentication: bind it apart (e.g. a private interface); None: `host`
+    metrics_host: str | None = None
     index: Path = Path("index")
     create_index: bool = True  # start with an empty index when `index` does not exist
     persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered

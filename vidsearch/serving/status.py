@@ -10,6 +10,10 @@ import grpc
 
 from vidsearch import errors
 
+# A status message repeats parts of the request (a path, an id): capped, so a huge input cannot make
+# the answer larger than what gRPC lets through in a status (8 KiB of metadata by default).
+MAX_MESSAGE_CHARS = 1024
+
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     (errors.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND, 404),
@@ -45,3 +49,10 @@ def http_status_of(error: BaseException) -> tuple[int, grpc.StatusCode]:
     """The HTTP status a handler's exception is answered with, and its gRPC code (named in the body)."""
     code, http = _row(error)
     return http, code
+
+
+def capped(message: str) -> str:
+    """`message`, cut to MAX_MESSAGE_CHARS with a note of how much was left out."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}… ({len(message) - MAX_MESSAGE_CHARS} more characters left out)"

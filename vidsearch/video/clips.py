@@ -13,6 +13,7 @@ Times are seconds from the first frame of the video; clips are numbered 0, 1, â€
 """
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,6 +63,13 @@ class ClipSpec:
     @property
     def stride(self) -> float:
         return self.length_s if self.stride_s is None else self.stride_s
+
+    def max_clips(self, duration_s: float) -> int:
+        """The most clips `segment` can make of a video this long without shot cuts, known before cutting
+        (so a server can refuse a request that would make millions)."""
+        if duration_s <= self.length_s:
+            return 1
+        return math.floor((duration_s - self.length_s) / self.stride + _EPS) + 2
 
 
 def _windows(start: float, end: float, spec: ClipSpec) -> list[tuple[float, float]]:

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from vidsearch.errors import VidsearchError
 from vidsearch.serving.http.models import ErrorAnswer, Problem
-from vidsearch.serving.status import http_status_of
+from vidsearch.serving.status import capped, http_status_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _validation_message(error: RequestValidationError) -> str:
 
 async def _on_vidsearch_error(request: Request, error: Exception) -> JSONResponse:
     status, code = http_status_of(error)
-    return error_response(status, str(error), code.name)
+    return error_response(status, capped(str(error)), code.name)
 
 
 async def _on_validation_error(request: Request, error: Exception) -> JSONResponse:
