@@ -51,6 +51,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vidsearch.formats.model_repository import EMBEDDING_NORMALIZED, TOKENS
 from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, OpenOptions, SearchOptions
 from vidsearch.runtime import RuntimeConfig, read_repository
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
@@ -153,7 +154,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
-    models = read_repository(RuntimeConfig(model_repository=repository))
+    models = read_repository(RuntimeConfig(model_repository=repository)).facts(RuntimeConfig())
     nlist = round(4 * math.sqrt(n))
     factory = f"IVF{nlist},SQfp16"
     vectors = clustered(n, models.dim, seed=1)
@@ -213,7 +214,7 @@ class Probes:
         self.text_model = models.text
         self.backend = EmbeddedBackend(models, threads)
         self.tokenizer = Tokenizer()
-        self.output = [models.text.normalized_output or ""]
+        self.output = [EMBEDDING_NORMALIZED]
         self.index = FaissClipIndex.open(index_dir, OpenOptions(read_only=True))  # the server writes
         self.channel: grpc.Channel | None = None
 
@@ -222,7 +223,7 @@ class Probes:
         self.stub = pb_grpc.SearchServiceStub(self.channel)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        tokens = {"TOKENS": self.tokenizer(texts)}
+        tokens = {TOKENS: self.tokenizer(texts)}
         return self.backend.infer(self.text_model, tokens, self.output, None)[self.output[0]]
 
     def text(self, query: str) -> None:

@@ -1,11 +1,12 @@
 """Video inputs of requests → clips → embeddings, by the same rules the batch jobs use.
 
 The input (encoded bytes, or an allowed path) is probed, cut into clips (`vidsearch.video.segment`),
-decoded and preprocessed by the model's own spec (`read_clips`), and embedded through the runtime in
-slices of the model's batch limit. Decoding is bounded by the request's deadline.
+decoded and preprocessed by the model's own spec (`read_clips`), and handed to the runtime as they
+are decoded (the runtime runs them in batches of the model's limit, so a long video is never held
+in memory whole). Decoding is bounded by the request's deadline.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -14,14 +15,14 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, RequestError, VideoDecodeError
 from vidsearch.runtime.base import Runtime
-from vidsearch.runtime.repository import ModelSpec
+from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.settings import VideoSettings
 from vidsearch.video import Clip, ClipSpec, ReadOptions, VideoSource, probe, read_clips, segment
 
-ModelCall = Callable[[NDArray[np.float32], float], NDArray[np.float32]]
-"""A runtime method: a batch of clips and the time left → one output row per clip."""
+ModelCall = Callable[[Iterable[NDArray[np.float32]], float], NDArray[np.float32]]
+"""A runtime method: clip tensors and the time left → one output row per clip."""
 
 
 @dataclass(frozen=True)
@@ -79,35 +80,33 @@ class VideoModels:
     def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
-        model = self._model(self._runtime.models.vision, "video embeddings (viclip_vision)")
+        model = self._model(self._runtime.facts.vision, "video embeddings (viclip_vision)")
         return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
 
     def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
                  deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
-        model = self._model(self._runtime.models.classifier, "classification (videomae_v2)")
+        model = self._model(self._runtime.facts.classifier, "classification (videomae_v2)")
         return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
 
-    def _model(self, model: ModelSpec | None, what: str) -> ModelSpec:
+    def _model(self, model: ModelFacts | None, what: str) -> ModelFacts:
         if model is None or model.preprocess is None:
             raise ConfigError(f"this server's model repository has no model for {what}")
         return model
 
-    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelSpec,
+    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelFacts,
              run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
-        """Decode and preprocess the clips by the model's spec, and run them in slices of its batch limit."""
-        assert model.preprocess is not None
+        """Decode and preprocess the clips by the model's spec, and run them through the model."""
+        spec = model.preprocess
+        assert spec is not None
         options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)
         done: list[Clip] = []
-        rows: list[NDArray[np.float32]] = []
-        pending: list[NDArray[np.float32]] = []
-        with _deadline_first(deadline):
-            for clip, tensor in read_clips(source, clips, model.preprocess, options):
+
+        def tensors() -> Iterator[NDArray[np.float32]]:
+            for clip, tensor in read_clips(source, clips, spec, options):
                 done.append(clip)
-                pending.append(tensor)
-                if len(pending) == model.max_batch:
-                    rows.append(run(np.stack(pending), deadline.remaining()))
-                    pending = []
-        if pending:
-            rows.append(run(np.stack(pending), deadline.remaining()))
-        return ClipOutputs(tuple(done), np.concatenate(rows), duration_s)
+                yield tensor
+
+        with _deadline_first(deadline):
+            values = run(tensors(), deadline.remaining())
+        return ClipOutputs(tuple(done), values, duration_s)

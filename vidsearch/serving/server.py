@@ -91,7 +91,7 @@ class SearchServer:
             if settings.metrics_port is not None:
                 self.metrics_port = self.metrics.start_http(settings.host, settings.metrics_port)
             self._runtime = open_runtime(settings.runtime, observer=self.metrics.observe_batch)
-            self._index = open_served_index(settings.index, self._runtime.models,
+            self._index = open_served_index(settings.index, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
@@ -105,7 +105,7 @@ class SearchServer:
             self._health.set(service, _SERVING)
         self._watcher = _HealthWatcher(self._runtime, self._health)
         self._watcher.start()
-        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)", runtime.models.model_name,
+        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)", runtime.facts.model_name,
                  self.address, runtime.kind, settings.index, len(index))
 
     def _grpc_server(self, servicer: SearchServicer) -> grpc.Server:
