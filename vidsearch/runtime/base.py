@@ -1,12 +1,12 @@
 """The runtime interface the server and jobs use, and the backend interface runtimes are built on.
 
 `Runtime` is what callers see: `embed_text`, `embed_video`, `classify`, and the facts of the models it
-serves (`RuntimeFacts`: names, versions, checksum, dimension, preprocessing), never the repository's
-layout, tensor names or batch limits. There is one implementation,
-`ModelRuntime`, which does everything that does not depend on where the models run (tokenizing, the
-text cache, dynamic batching, splitting into the models' batch limit, checks); it runs the models
-through a `Backend`: `EmbeddedBackend` (ONNX Runtime in this process) or `TritonBackend` (a Triton
-server over gRPC). Adding a backend means writing `infer`, never another copy of the serving logic.
+serves (`RuntimeFacts`: names, versions, checksum, widths, batch limits, preprocessing), never the
+repository's layout or tensor names. There is one implementation, `ModelRuntime`, which does
+everything that does not depend on where the models run (tokenizing, the text cache, dynamic
+batching, splitting into the models' batch limit, checks); it runs the models through a `Backend`:
+`EmbeddedBackend` (ONNX Runtime in this process) or `TritonBackend` (a Triton server over gRPC).
+Adding a backend means writing `infer`, never another copy of the serving logic.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
