@@ -13,7 +13,7 @@ from vidsearch.formats.model_repository import (
     read_description,
     write_description,
 )
-from vidsearch.video.preprocess import Preprocess, get_preset
+from vidsearch.video.preprocess import Preprocess, get_preprocess_preset
 
 BODY = {
     "identity": {"model_name": "viclip_vision", "target": "cpu"},
@@ -34,7 +34,7 @@ def written(tmp_path: Path, spec: Preprocess | None = None) -> Path:
 
 
 def test_what_is_written_reads_back_with_the_digest_apart(tmp_path: Path) -> None:
-    spec = get_preset("viclip")
+    spec = get_preprocess_preset("viclip")
     data = json.loads(written(tmp_path, spec).read_text())
     assert (data["format"], data["version"]) == (FORMAT, 3)
     assert data["preprocess"]["digest"] == spec.digest()
