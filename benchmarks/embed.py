@@ -100,7 +100,7 @@ def b16_repository(console: Console) -> Path:
 def decode_only(corpus: Path, repository: Path, clip_s: float) -> tuple[float, list[np.ndarray]]:
     """Clips/s of decoding + preprocessing in this process, and the tensors (for the model-only run)."""
     runtime = open_runtime(RuntimeConfig(model_repository=repository))
-    vision = runtime.models.vision
+    vision = runtime.facts.vision
     runtime.close()
     assert vision is not None
     assert vision.preprocess is not None
@@ -116,9 +116,9 @@ def model_only(repository: Path, tensors: list[np.ndarray], clips: int) -> float
     """Clips/s of the vision tower on pre-decoded clips, in batches of its maximum (after one warm-up)."""
     runtime = open_runtime(RuntimeConfig(model_repository=repository))
     try:
-        vision = runtime.models.vision
+        vision = runtime.facts.vision
         assert vision is not None
-        batch = np.stack([tensors[i % len(tensors)] for i in range(vision.max_batch)])
+        batch = np.stack([tensors[i % len(tensors)] for i in range(vision.batch)])
         runtime.embed_video(batch[:1])
         done, started = 0, time.perf_counter()
         while done < clips:

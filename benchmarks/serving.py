@@ -51,6 +51,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vidsearch.formats.model_repository import EMBEDDING_NORMALIZED, TOKENS
 from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, OpenOptions, SearchOptions
 from vidsearch.runtime import RuntimeConfig, read_repository
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
@@ -153,7 +154,7 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
-    models = read_repository(RuntimeConfig(model_repository=repository))
+    models = read_repository(RuntimeConfig(model_repository=repository)).facts(RuntimeConfig())
     nlist = round(4 * math.sqrt(n))
     factory = f"IVF{nlist},SQfp16"
     vectors = clustered(n, models.dim, seed=1)
@@ -213,7 +214,7 @@ class Probes:
         self.text_model = models.text
         self.backend = EmbeddedBackend(models, threads)
         self.tokenizer = Tokenizer()
-        self.output = [models.text.normalized_output or ""]
+        self.output = [EMBEDDING_NORMALIZED]
         self.index = FaissClipIndex.open(index_dir, OpenOptions(read_only=True))  # the server writes
         self.channel: grpc.Channel | None = None
 
@@ -222,7 +223,7 @@ class Probes:
         self.stub = pb_grpc.SearchServiceStub(self.channel)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        tokens = {"TOKENS": self.tokenizer(texts)}
+        tokens = {TOKENS: self.tokenizer(texts)}
         return self.backend.infer(self.text_model, tokens, self.output, None)[self.output[0]]
 
     def text(self, query: str) -> None:
@@ -338,7 +339,7 @@ def rpc_ceiling(address: str, concurrency: int = 32, requests: int = 4000) -> fl
     return requests / elapsed
 
 
-def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Result:
+def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_batch: int | None) -> Result:
     print(f"[{tower}] export …", flush=True)
     repository = export(tower, workdir)
     print(f"[{tower}] index of {n:,} clips …", flush=True)
@@ -347,8 +348,9 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int) -> Resul
     print(f"[{tower}] built {factory} in {time.monotonic() - started:.0f} s; measuring …", flush=True)
     probes = Probes(repository, index_dir, threads)
     before = probes.batched()
-    best = max(before, key=lambda b: before[b])
-    # the server batches up to the size the text tower runs fastest at (the `max_batch` knob)
+    best = server_batch or max(before, key=lambda b: before[b])
+    # the server batches up to the size the text tower runs fastest at (the `max_batch` knob), unless
+    # pinned: on a loaded machine the fastest size varies between runs, and with it Search's throughput
     process, address = start_server(repository, index_dir, workdir, best, threads)
     try:
         probes.connect(address)
@@ -405,12 +407,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="Search calls per concurrency level")
     parser.add_argument("--towers", default="demo,b16-text", help="comma-separated: demo, b16-text")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: one per core)")
+    parser.add_argument("--server-batch", type=int, default=None,
+                        help="the server's max_batch (default: the fastest text batch size, measured)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         for tower in args.towers.split(","):
-            results.append(run(tower, args.n, args.requests, Path(tmp), args.threads))
+            results.append(run(tower, args.n, args.requests, Path(tmp), args.threads, args.server_batch))
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {

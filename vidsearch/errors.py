@@ -23,6 +23,10 @@ class ConfigError(VidsearchError, ValueError):
     """A configuration or preset is unknown or inconsistent."""
 
 
+class ModelFormatError(ConfigError):
+    """A model repository's `vidsearch.json` is unreadable, of another format, or lacks a field."""
+
+
 class CheckpointError(VidsearchError, ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
 

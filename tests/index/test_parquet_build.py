@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vidsearch.errors import DuplicateClipError, IndexFormatError, IndexMismatchError
+from vidsearch.formats.shard import shard_schema
 from vidsearch.index import FaissClipIndex, GpuPolicy, OpenOptions, SearchFilter, Tuning
 from vidsearch.index.build import BuildOptions, build_from_parquet
 from vidsearch.index.parquet import (
@@ -17,7 +18,6 @@ from vidsearch.index.parquet import (
     iter_rows,
     read_sample,
     scan_shards,
-    shard_schema,
     shard_table,
     write_shard,
 )

@@ -50,8 +50,8 @@ def test_text_embeddings_equal_the_pytorch_model_through_the_tokenizer(runtime: 
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(vectors, _torch_text(repository, QUERIES), atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert runtime.models.model_name == "tiny-viclip"
-    assert runtime.models.model_checksum.startswith("sha256:")
+    assert runtime.facts.model_name == "tiny-viclip"
+    assert runtime.facts.model_checksum.startswith("sha256:")
 
 
 def test_concurrent_queries_are_batched_and_each_gets_its_own_vector(runtime: ModelRuntime,

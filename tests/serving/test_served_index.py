@@ -22,7 +22,8 @@ CLIPS = 40
 
 def write_shards(location: Path, repository: Repository) -> dict[str, np.ndarray]:
     """Two shard directories of random clips of the served model; returns clip id → unit vector."""
-    models = read_repository(RuntimeConfig(model_repository=repository.path))
+    config = RuntimeConfig(model_repository=repository.path)
+    models = read_repository(config).facts(config)
     vectors = np.random.default_rng(3).standard_normal((CLIPS, models.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     records = [ClipRecord(f"r{i}#00000", f"r{i}", f"file:///r{i}.mp4", 0.0, 1.0, models.model_name)

@@ -36,11 +36,11 @@ class GatedRuntime:
     def __getattr__(self, name: str) -> object:
         return getattr(self.runtime, name)
 
-    def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
+    def embed_text_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
         self.batches.append(len(texts))
         self.entered.set()
         assert self.gate.wait(30)
-        return self.runtime.embed_text(texts, timeout_s)
+        return self.runtime.embed_text_batch(texts)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def runtime(repository: Repository) -> Iterator[ModelRuntime]:
 
 @pytest.fixture
 def index(runtime: ModelRuntime) -> Iterator[FaissClipIndex]:
-    models = runtime.models
+    models = runtime.facts
     index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, "Flat"))
     vectors = np.random.default_rng(0).standard_normal((CLIPS, models.dim)).astype(np.float32)
     index.add([ClipRecord(f"c{i}", f"v{i // 4}", f"file:///v{i // 4}.mp4", i % 4 * 2.0, i % 4 * 2.0 + 2.0,

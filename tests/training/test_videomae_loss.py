@@ -5,8 +5,9 @@ import itertools
 import pytest
 import torch
 
+from vidsearch.formats.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vidsearch.models import VideoMAEv2Config
-from vidsearch.models.videomae_pretrain import IMAGENET_MEAN, IMAGENET_STD, pretrain_loss, pretrain_targets
+from vidsearch.models.videomae_pretrain import pretrain_loss, pretrain_targets
 from vidsearch.training.videomae import MAEObjective, MAEObjectiveConfig
 
 # 2 frames of 4×4 pixels, tubelets 2×2×2: a 1×2×2 grid of 4 tokens, each 3·2·2·2 = 24 values.

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from vidsearch.errors import ConfigError
+from vidsearch.formats.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vidsearch.video import Preprocess, SamplingRule, get_preprocess_preset, list_preprocess_presets
-from vidsearch.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_presets_follow_the_official_preprocessing() -> None:

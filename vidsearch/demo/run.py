@@ -21,6 +21,7 @@ from vidsearch.client import SearchClient, SearchHit
 from vidsearch.demo.contact_sheet import Tile, write_sheet
 from vidsearch.demo.corpus import CorpusSpec, Scene, make_corpus
 from vidsearch.errors import ConfigError
+from vidsearch.formats.model_repository import TEXT_MODEL
 from vidsearch.runtime.repository import read_model
 from vidsearch.serving.server import SearchServer
 from vidsearch.serving.settings import load_settings
@@ -97,8 +98,8 @@ def export_demo_model(folder: Path, repository: Path, console: Console) -> None:
     weights = folder / config.get("weights", {}).get("file", WEIGHTS)
     if config.get("family") != "viclip" or not weights.is_file():
         raise ConfigError(f"{folder}: not a trained ViCLIP folder (config.json of family viclip, {WEIGHTS})")
-    current = read_model(repository / "viclip_text")
-    if current is not None and current.checkpoint_sha256 == file_sha256(weights):
+    current = read_model(repository / TEXT_MODEL)
+    if current is not None and current.checksum == f"sha256:{file_sha256(weights)}":
         console.print(f"model: {repository} holds these weights already (v{current.version})")
         return
     preset = repository.parent / f"{config.get('preset') or folder.name}.json"

@@ -23,11 +23,12 @@ from vidsearch import __version__
 from vidsearch.errors import CheckpointError, ConfigError, ExportError
 from vidsearch.export import gpu_models, tensorrt, triton_config
 from vidsearch.export.config import ExportConfig, Precision
-from vidsearch.export.graphs import VISION_MODEL, Graph, architecture, graphs_for
+from vidsearch.export.graphs import Graph, architecture, graphs_for
 from vidsearch.export.inputs import decoded_clips, random_batch, real_inputs
 from vidsearch.export.onnx_export import OnnxArtifact, export_onnx
 from vidsearch.export.parity import ParityFigure, Runner, compare, ort_runner, require, torch_runner
 from vidsearch.export.repository import StagedRepository
+from vidsearch.formats.model_repository import VISION_MODEL
 from vidsearch.models import get_preset, load_checkpoint
 from vidsearch.models.internvideo2 import InternVideo2
 from vidsearch.models.viclip import ViCLIP
@@ -212,15 +213,13 @@ def _export_graph(graph: Graph, ctx: _Context) -> ExportedModel:
         "export_seconds": round(time.monotonic() - started, 2),
         "vidsearch_version": __version__,
     }
-    ctx.stage.finish(graph.name, model_config, manifest)
+    ctx.stage.finish(graph.name, model_config, manifest, graph.preprocess)
     return ExportedModel(graph.name, int(version_dir.name), version_dir, serving, tuple(figures))
 
 
 def _graph_manifest(graph: Graph) -> dict[str, Any]:
-    """What a client needs to know to call the model: tensors, their meaning, input preparation."""
-    preprocess = None
-    if graph.preprocess is not None:
-        preprocess = {**graph.preprocess.to_dict(), "digest": graph.preprocess.digest()}
+    """What a client needs to know to call the model: tensors, their meaning, the tokenizer (the
+    preprocessing spec is added by `write_description`)."""
     return {
         "model_name": graph.name,
         "task": graph.task,
@@ -228,7 +227,6 @@ def _graph_manifest(graph: Graph) -> dict[str, Any]:
         "inputs": [s.to_dict() for s in graph.inputs],
         "outputs": [{**s.to_dict(), "meaning": graph.output_meaning[s.name]} for s in graph.outputs],
         "normalized_output": graph.normalized_output,
-        "preprocess": preprocess,
         "tokenizer": graph.tokenizer,
     }
 
@@ -254,7 +252,7 @@ def _write_extra(ctx: _Context, model: gpu_models.ExtraModel) -> ExportedModel:
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "vidsearch_version": __version__,
     }
-    ctx.stage.finish(model.name, model.config, manifest)
+    ctx.stage.finish(model.name, model.config, manifest, model.preprocess)
     return ExportedModel(model.name, int(version_dir.name), version_dir, model.serving)
 
 

@@ -19,6 +19,7 @@ from vidsearch.errors import ExportError
 from vidsearch.export import triton_config
 from vidsearch.export.graphs import Graph, TensorSpec
 from vidsearch.video import dali
+from vidsearch.video.preprocess import Preprocess
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
@@ -43,6 +44,7 @@ class ExtraModel:
     files: dict[str, bytes]
     manifest: dict[str, Any]
     serving: str
+    preprocess: Preprocess
 
 
 def video_models(vision: Graph, serving: triton_config.Serving) -> list[ExtraModel]:
@@ -58,13 +60,12 @@ def video_models(vision: Graph, serving: triton_config.Serving) -> list[ExtraMod
     pipeline = dali.build_pipeline(spec, "gpu", batch_size=serving.max_batch, num_threads=DALI_THREADS,
                                    device_id=None)
     preprocess_config = triton_config.dali_config(PREPROCESS_MODEL, serving, [encoded, frames], clip)
-    preprocess_info = {**spec.to_dict(), "digest": spec.digest()}
     preprocess = ExtraModel(
         PREPROCESS_MODEL, "video_preprocess", preprocess_config, {"model.dali": bytes(pipeline.serialize())},
-        {"preprocess": preprocess_info, "inputs": [encoded.to_dict(), frames.to_dict()],
+        {"inputs": [encoded.to_dict(), frames.to_dict()],
          "outputs": [clip.to_dict()], "decoder": "fn.decoders.video, mixed (NVDEC)",
          "frame_numbers": "vidsearch.video.dali.clip_frame_numbers"},
-        "dali (GPU decode)",
+        "dali (GPU decode)", spec,
     )
     video, indices = (TensorSpec(ENSEMBLE_INPUTS[0], "uint8", (-1,)),
                       TensorSpec(ENSEMBLE_INPUTS[1], "int32", (spec.frames,)))
@@ -78,10 +79,10 @@ def video_models(vision: Graph, serving: triton_config.Serving) -> list[ExtraMod
                                                     vision.outputs, steps)
     ensemble = ExtraModel(
         ENSEMBLE_MODEL, "video_embedding", ensemble_config, {},
-        {"preprocess": preprocess_info, "inputs": [video.to_dict(), indices.to_dict()],
+        {"inputs": [video.to_dict(), indices.to_dict()],
          "outputs": [o.to_dict() for o in vision.outputs], "embedding_dim": vision.embedding_dim,
          "normalized_output": vision.normalized_output, "steps": [PREPROCESS_MODEL, vision.name],
          "frame_numbers": "vidsearch.video.dali.clip_frame_numbers"},
-        "ensemble",
+        "ensemble", spec,
     )
     return [preprocess, ensemble]

@@ -25,6 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidsearch.errors import ConfigError
+from vidsearch.formats.model_repository import (
+    CLASSIFIER_MODEL,
+    EMBEDDING,
+    EMBEDDING_NORMALIZED,
+    FEATURES,
+    FRAMES,
+    LOGITS,
+    TEXT_MODEL,
+    TOKENS,
+    VIDEO,
+    VISION_MODEL,
+)
 from vidsearch.models import tokenizer as clip_tokenizer
 from vidsearch.models.internvideo2 import InternVideo2
 from vidsearch.models.viclip import ViCLIP
@@ -32,11 +44,7 @@ from vidsearch.models.videomae import VideoMAEv2
 from vidsearch.models.wordpiece import VOCABULARY_FILE, read_vocabulary
 from vidsearch.video import preprocess as video_preprocess
 
-TEXT_MODEL = "viclip_text"
-VISION_MODEL = "viclip_vision"
-CLASSIFIER_MODEL = "videomae_v2"
 CLIP_VOCAB_SIZE = 49408
-NORMALIZED = "EMBEDDING_NORMALIZED"
 
 
 @dataclass(frozen=True)
@@ -103,8 +111,8 @@ class _Classifier(nn.Module):
 
 
 _EMBEDDING_MEANING = {
-    "EMBEDDING": "raw embedding, as the PyTorch model returns it",
-    NORMALIZED: "L2-normalised embedding, x / max(||x||, 1e-12), computed in the graph",
+    EMBEDDING: "raw embedding, as the PyTorch model returns it",
+    EMBEDDING_NORMALIZED: "L2-normalised embedding, x / max(||x||, 1e-12), computed in the graph",
 }
 
 
@@ -140,19 +148,20 @@ def _embedding_graphs(model: EmbeddingModel, tokenizer: dict[str, Any], preproce
     embeddings out."""
     config = model.config
     dim = config.embed_dim
-    outputs = (TensorSpec("EMBEDDING", "float32", (dim,)),
-               TensorSpec(NORMALIZED, "float32", (dim,)))
+    outputs = (TensorSpec(EMBEDDING, "float32", (dim,)),
+               TensorSpec(EMBEDDING_NORMALIZED, "float32", (dim,)))
     size = config.image_size
     text = Graph(
         TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
-        (TensorSpec("TOKENS", "int64", (config.context_length,), high=config.vocab_size),), outputs,
-        _EMBEDDING_MEANING, dim, tokenizer=tokenizer, normalized_output=NORMALIZED, files=files or {},
+        (TensorSpec(TOKENS, "int64", (config.context_length,), high=config.vocab_size),), outputs,
+        _EMBEDDING_MEANING, dim, tokenizer=tokenizer, normalized_output=EMBEDDING_NORMALIZED,
+        files=files or {},
     )
     vision = Graph(
         VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
-        (TensorSpec("FRAMES", "float32", (config.num_frames, 3, size, size)),), outputs,
+        (TensorSpec(FRAMES, "float32", (config.num_frames, 3, size, size)),), outputs,
         _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess(preprocess, size, config.num_frames),
-        normalized_output=NORMALIZED,
+        normalized_output=EMBEDDING_NORMALIZED,
     )
     return [text, vision]
 
@@ -206,10 +215,10 @@ def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
         raise ConfigError(f"export: VideoMAE V2 takes [B, 3, T, H, W]; preset layout is {spec.layout}")
     graph = Graph(
         CLASSIFIER_MODEL, "video_classification", _Classifier(model).eval(),
-        (TensorSpec("VIDEO", "float32", (config.in_chans, config.num_frames, size, size)),),
-        (TensorSpec("LOGITS", "float32", (config.num_classes,)),
-         TensorSpec("FEATURES", "float32", (config.width,))),
-        {"LOGITS": "class scores before softmax", "FEATURES": "pooled clip features, the head's input"},
+        (TensorSpec(VIDEO, "float32", (config.in_chans, config.num_frames, size, size)),),
+        (TensorSpec(LOGITS, "float32", (config.num_classes,)),
+         TensorSpec(FEATURES, "float32", (config.width,))),
+        {LOGITS: "class scores before softmax", FEATURES: "pooled clip features, the head's input"},
         config.width, preprocess=spec,
     )
     return [graph]

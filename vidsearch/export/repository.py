@@ -12,7 +12,6 @@ the same name that vidsearch did not write, or that is another model (architectu
 precision, serving configuration), or a version that exists.
 """
 
-import json
 import logging
 import os
 import shutil
@@ -24,14 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 from vidsearch.errors import ExportError
 from vidsearch.export import triton_config
+from vidsearch.formats.model_repository import (
+    DESCRIPTION,
+    ModelDescription,
+    PreprocessSpec,
+    read_description,
+    write_description,
+)
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "vidsearch.json"
-MANIFEST_FORMAT = 1
 CONFIG = "config.pbtxt"
 
 
@@ -42,32 +46,18 @@ class ExistingModel:
     name: str
     path: Path
     versions: tuple[int, ...]
-    manifest: dict[str, Any] | None  # of the latest version, if vidsearch wrote it
+    description: ModelDescription | None  # of the latest version, if vidsearch wrote it
     config: "mc.ModelConfig | None"
-
-
-def read_manifest(version_dir: Path) -> dict[str, Any] | None:
-    """The `vidsearch.json` of a version directory, or None if it has none."""
-    path = version_dir / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ExportError(f"{path}: unreadable ({err})") from err
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: not a JSON object")
-    return data
 
 
 def read_model(path: Path) -> ExistingModel:
     if not path.is_dir():
         raise ExportError(f"{path} exists and is not a model directory; export into another --out directory")
     versions = tuple(sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
-    manifest = read_manifest(path / str(versions[-1])) if versions else None
+    description = read_description(path / str(versions[-1])) if versions else None
     config_path = path / CONFIG
     config = triton_config.parse(config_path.read_text(), str(config_path)) if config_path.is_file() else None
-    return ExistingModel(path.name, path, versions, manifest, config)
+    return ExistingModel(path.name, path, versions, description, config)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -126,10 +116,10 @@ class StagedRepository:
     def _check_same_model(self, found: ExistingModel, identity: dict[str, Any],
                           config: "mc.ModelConfig") -> None:
         where = found.path
-        if found.manifest is None:
+        if found.description is None:
             raise ExportError(f"{where} holds a model that vidsearch export did not write (its latest "
-                              f"version has no {MANIFEST}); export into another --out directory")
-        old_identity = found.manifest.get("identity", {})
+                              f"version has no {DESCRIPTION}); export into another --out directory")
+        old_identity = dict(found.description.identity)
         if old_identity != identity:
             diff = "; ".join(_differences(old_identity, identity))
             raise ExportError(f"{where} holds another model's repository ({diff}); export into another "
@@ -149,12 +139,12 @@ class StagedRepository:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def finish(self, name: str, config: "mc.ModelConfig", manifest: dict[str, Any]) -> None:
+    def finish(self, name: str, config: "mc.ModelConfig", body: dict[str, Any],
+               preprocess: PreprocessSpec | None) -> None:
         """Write the model's config.pbtxt and its version's vidsearch.json into the staging area."""
         version_dir = self.version_dir(name)
         (version_dir.parent / CONFIG).write_text(triton_config.to_text(config))
-        body = {"format": MANIFEST_FORMAT, "version": self._versions[name], **manifest}
-        (version_dir / MANIFEST).write_text(json.dumps(body, indent=2, sort_keys=False) + "\n")
+        write_description(version_dir, self._versions[name], body, preprocess)
 
     def commit(self, order: list[str]) -> list[Path]:
         """Move the staged models into `out`, in `order` (an ensemble after its steps)."""

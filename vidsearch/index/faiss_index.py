@@ -316,8 +316,14 @@ class FaissClipIndex:
     def search_hits(
         self, queries: np.ndarray, k: int, search_filter: SearchFilter, tuning: Tuning
     ) -> list[list[Hit]]:
+        return self._hits(normalise_rows(queries, self.dim, what="query"), k, search_filter, tuning)
+
+    def _hits(
+        self, vectors: np.ndarray, k: int, search_filter: SearchFilter, tuning: Tuning
+    ) -> list[list[Hit]]:
+        """`search_hits` of rows that `normalise_rows` has checked and normalised already (`paginate` does,
+        for `search`): a query is normalised once on its way to FAISS."""
         check_top_k(k)
-        vectors = normalise_rows(queries, self.dim, what="query")
         with self._lock.read():
             selection = self._selection(search_filter)
             if selection is not None and selection.allowed is not None and selection.allowed.size == 0:
@@ -332,7 +338,7 @@ class FaissClipIndex:
     def search(
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
-        return paginate(self.search_hits, queries, self.dim, options, page_tokens, self._key)
+        return paginate(self._hits, queries, self.dim, options, page_tokens, self._key)
 
     def _selection(self, search_filter: SearchFilter) -> Selection | None:
         allowed = None if search_filter.is_empty else self._s.store.filter_ids(search_filter)

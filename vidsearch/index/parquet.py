@@ -1,13 +1,7 @@
-"""The Parquet embedding shard: the one definition that batch jobs write and `index build` reads.
+"""Writing and reading Parquet embedding shards (their schema: `vidsearch.formats.shard`).
 
-Columns (one row per clip):
-
-    clip_id string, video_id string, uri string, start_s float64, end_s float64,
-    embedding fixed_size_list<float32 or float16>[dim], model string, preprocess string (optional)
-
-File key/value metadata: `vidsearch.format` = "clip-embeddings/1" and `vidsearch.model_checksum`
-(the checksum of the embedding model's weights; may be empty). Readers go row group by row group,
-so memory stays bounded however large the shards are.
+Batch jobs write them, `index build` reads them. Readers go row group by row group, so memory stays
+bounded however large the shards are.
 
 Damage is caught twice: each shard has a `<name>.parquet.sha256` sidecar (the `sha256sum` format),
 checked by `scan_shards` before anything is built, and every data page carries a CRC that the reader
@@ -28,36 +22,13 @@ import pyarrow.parquet as pq
 from vidsearch.errors import IndexFormatError
 from vidsearch.formats.atomic import atomic_path, write_atomic
 from vidsearch.formats.checksum import sha256_file
+from vidsearch.formats.shard import EMBEDDING, PREPROCESS, check_schema, shard_schema
 from vidsearch.index.base import ClipRecord
 
-FORMAT = "clip-embeddings/1"
-META_FORMAT = b"vidsearch.format"
-META_MODEL_CHECKSUM = b"vidsearch.model_checksum"
-EMBEDDING = "embedding"
-PREPROCESS = "preprocess"
-_STRING_COLUMNS = ("clip_id", "video_id", "uri", "model")
-_FLOAT_COLUMNS = ("start_s", "end_s")
 _ROW_GROUP_ROWS = 16_384
 DIGEST_SUFFIX = ".sha256"
 
 log = logging.getLogger(__name__)
-
-
-def shard_schema(dim: int, *, float16: bool = False, model_checksum: str = "") -> pa.Schema:
-    """The schema of a shard of `dim`-d embeddings (the optional preprocess column included)."""
-    value = pa.float16() if float16 else pa.float32()
-    fields = [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("start_s", pa.float64(), nullable=False),
-        pa.field("end_s", pa.float64(), nullable=False),
-        pa.field(EMBEDDING, pa.list_(pa.field("item", value, nullable=False), dim), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field(PREPROCESS, pa.string()),
-    ]
-    metadata = {META_FORMAT: FORMAT.encode(), META_MODEL_CHECKSUM: model_checksum.encode()}
-    return pa.schema(fields, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -156,32 +127,6 @@ class ShardSet:
     model_checksum: str
 
 
-def _check_schema(path: Path, schema: pa.Schema) -> tuple[int, str]:
-    """The embedding dimension and model checksum of a shard whose schema is right."""
-    names = set(schema.names)
-    missing = [c for c in (*_STRING_COLUMNS, *_FLOAT_COLUMNS, EMBEDDING) if c not in names]
-    if missing:
-        raise IndexFormatError(f"{path}: not an embedding shard, columns missing: {missing}")
-    for column in _STRING_COLUMNS:
-        if not (
-            pa.types.is_string(schema.field(column).type)
-            or pa.types.is_large_string(schema.field(column).type)
-        ):
-            raise IndexFormatError(f"{path}: column {column} is {schema.field(column).type}, expected string")
-    for column in _FLOAT_COLUMNS:
-        if not pa.types.is_float64(schema.field(column).type):
-            raise IndexFormatError(
-                f"{path}: column {column} is {schema.field(column).type}, expected float64"
-            )
-    kind = schema.field(EMBEDDING).type
-    if not pa.types.is_fixed_size_list(kind) or kind.value_type not in (pa.float32(), pa.float16()):
-        raise IndexFormatError(
-            f"{path}: column embedding is {kind}, expected fixed_size_list<float32|float16>"
-        )
-    metadata = schema.metadata or {}
-    return int(kind.list_size), metadata.get(META_MODEL_CHECKSUM, b"").decode()
-
-
 def scan_shards(directory: Path) -> ShardSet:
     """Every `*.parquet` file under `directory`, in name order, with consistent dimension and checksum."""
     if not directory.is_dir():
@@ -199,7 +144,7 @@ def scan_shards(directory: Path) -> ShardSet:
             meta = pq.read_metadata(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise IndexFormatError(f"{path}: unreadable Parquet file ({exc})") from exc
-        dim, checksum = _check_schema(path, meta.schema.to_arrow_schema())
+        dim, checksum = check_schema(path, meta.schema.to_arrow_schema())
         rows += meta.num_rows
         dims.add(dim)
         checksums.add(checksum)

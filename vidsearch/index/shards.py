@@ -27,7 +27,6 @@ from vidsearch.index.base import (
     SearchPage,
     Tuning,
     check_top_k,
-    normalise_rows,
 )
 from vidsearch.index.faiss_index import FaissClipIndex
 from vidsearch.index.faiss_state import OpenOptions
@@ -129,14 +128,16 @@ class ShardedClipIndex:
     def search_hits(
         self, queries: np.ndarray, k: int, search_filter: SearchFilter, tuning: Tuning
     ) -> list[list[Hit]]:
-        """Each shard's top k, merged: the global top k (ties broken by clip id, for stable pages)."""
+        """Each shard's top k, merged: the global top k (ties broken by clip id, for stable pages).
+
+        The queries go to the shards as they are: each shard checks and normalises them at its entry.
+        """
         check_top_k(k)
-        vectors = normalise_rows(queries, self.dim, what="query")
         parts = list(
-            self._pool.map(lambda shard: shard.search_hits(vectors, k, search_filter, tuning), self._shards)
+            self._pool.map(lambda shard: shard.search_hits(queries, k, search_filter, tuning), self._shards)
         )
         merged = []
-        for row in range(vectors.shape[0]):
+        for row in range(len(parts[0])):
             candidates = (hit for part in parts for hit in part[row])
             merged.append(heapq.nsmallest(k, candidates, key=lambda hit: (-hit.score, hit.clip.clip_id)))
         return merged

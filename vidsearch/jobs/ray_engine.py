@@ -22,7 +22,7 @@ from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEn
 from vidsearch.jobs.inputs import WorkItem
 from vidsearch.jobs.output import JobOutput
 from vidsearch.jobs.spec import EmbedJob
-from vidsearch.runtime import RuntimeConfig
+from vidsearch.runtime import RepositoryModels, RuntimeConfig
 from vidsearch.video import Clip
 
 _CLIPS_PER_BLOCK = 8  # clips a decode call yields at a time (bounds its memory)
@@ -64,13 +64,11 @@ def decode_batch(batch: Batch, settings: DecodeSettings) -> Iterator[Batch]:
 class Embedder:
     """Ray Data actor: opens the runtime once, embeds the clip rows of each batch."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, models: RepositoryModels) -> None:
         from vidsearch.runtime import open_runtime
 
-        self._runtime = open_runtime(config)
-        vision = self._runtime.models.vision
-        assert vision is not None
-        self._dim = vision.embedding_dim
+        self._runtime = open_runtime(config, models=models)
+        self._dim = self._runtime.facts.dim
 
     def __call__(self, batch: Batch) -> Batch:
         clips = batch["index"] >= 0
@@ -99,8 +97,8 @@ def _deliver(batch: Batch, output: JobOutput) -> None:
         output.end(VideoEnd(video_id, int(batch["count"][row]), failure, bool(batch["fatal"][row])))
 
 
-def run_ray(job: EmbedJob, items: Sequence[WorkItem], settings: DecodeSettings, output: JobOutput,
-            batch_size: int) -> None:
+def run_ray(job: EmbedJob, models: RepositoryModels, items: Sequence[WorkItem], settings: DecodeSettings,
+            output: JobOutput, batch_size: int) -> None:
     """Run the stages on Ray Data (joining `job.ray_address`, or starting a local Ray if none is up)."""
     try:
         import ray
@@ -118,7 +116,7 @@ def run_ray(job: EmbedJob, items: Sequence[WorkItem], settings: DecodeSettings, 
         dataset: Any = videos.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=1,
                                           fn_kwargs={"settings": settings})
         dataset = dataset.map_batches(
-            Embedder, fn_constructor_kwargs={"config": job.runtime}, batch_size=batch_size,
+            Embedder, fn_constructor_kwargs={"config": job.runtime, "models": models}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=job.actors),
             num_gpus=job.num_gpus or None, num_cpus=1,
         )

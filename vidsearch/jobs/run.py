@@ -12,7 +12,7 @@ from vidsearch.jobs.ledger import SUMMARY, Ledger
 from vidsearch.jobs.output import JobOutput, ShardFormat
 from vidsearch.jobs.progress import JobProgress, JobSummary
 from vidsearch.jobs.spec import EmbedJob
-from vidsearch.runtime import read_repository
+from vidsearch.runtime import RepositoryModels, read_repository
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,9 @@ def run_embed(job: EmbedJob) -> JobSummary:
     Bad videos do not raise: they are in the failures file and the summary (exit code 3).
     Raises `JobMismatchError` for an output of another job, `JobError`/`ConfigError` when it cannot run.
     """
-    models = read_repository(job.runtime)
-    vision = models.vision
+    models = read_repository(job.runtime)  # once: the runtime opens on what is read here
+    facts = models.facts(job.runtime)
+    vision = facts.vision
     if vision is None or vision.preprocess is None:
         raise ConfigError(f"{job.runtime.model_repository} has no video embedding model "
                           f"({job.runtime.vision_model}) with a preprocessing spec: export a ViCLIP first")
@@ -32,16 +33,16 @@ def run_embed(job: EmbedJob) -> JobSummary:
     settings = DecodeSettings(vision.preprocess, job.clips, job.scenes, job.read, decoder)
     items = list_inputs(job.input)
     started = time.monotonic()
-    ledger = Ledger(job.out, job.identity(models, vision), job.overwrite)
+    ledger = Ledger(job.out, job.identity(facts), job.overwrite)
     try:
         todo = [item for item in items if item.video_id not in ledger.settled]
-        shard = ShardFormat(models.model_name, models.model_checksum, vision.preprocess.digest(), job.float16)
+        shard = ShardFormat(facts.model_name, facts.model_checksum, vision.preprocess.digest(), job.float16)
         log.info("%d videos, %d settled already, %d to do", len(items), len(items) - len(todo), len(todo))
         with JobProgress(len(items), len(items) - len(todo), job.progress) as progress:
             output = JobOutput(ledger, {i.video_id: i for i in todo}, shard, job.shard_clips,
-                               vision.embedding_dim, progress)
+                               vision.width, progress)
             if todo:
-                _run_engine(job, todo, settings, output, job.batch_size or vision.max_batch)
+                _run_engine(job, models, todo, settings, output, job.batch_size or vision.batch)
         left = [item.video_id for item in items if item.video_id not in ledger.settled]
         if left:
             raise JobError(f"{len(left)} videos were not processed (first: {left[0]}); run again to resume")
@@ -57,18 +58,19 @@ def run_embed(job: EmbedJob) -> JobSummary:
         ledger.close()
 
 
-def _run_engine(job: EmbedJob, todo: list[WorkItem], settings: DecodeSettings, output: JobOutput,
-                batch: int) -> None:
+def _run_engine(job: EmbedJob, models: RepositoryModels, todo: list[WorkItem], settings: DecodeSettings,
+                output: JobOutput, batch: int) -> None:
     if job.engine == "ray":
         from vidsearch.jobs.ray_engine import run_ray
 
-        run_ray(job, todo, settings, output, batch)
+        run_ray(job, models, todo, settings, output, batch)
         return
     from vidsearch.jobs.pipeline import LocalEngine
     from vidsearch.runtime import open_runtime
 
     with LocalEngine(todo, settings, job.workers, job.queue_clips) as engine:
-        runtime = open_runtime(job.runtime)  # while the decoding processes start and fill the queue
+        # opened while the decoding processes start and fill the queue
+        runtime = open_runtime(job.runtime, models=models)
         try:
             engine.run(runtime, batch, output)
         finally:

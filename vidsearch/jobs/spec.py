@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from vidsearch.errors import ConfigError
 from vidsearch.runtime import RuntimeConfig
-from vidsearch.runtime.repository import ModelSpec, RepositoryModels
+from vidsearch.runtime.facts import RuntimeFacts
 from vidsearch.video import ClipSpec, ReadOptions, ShotSpec
 
 IDENTITY_VERSION = 1
@@ -45,10 +45,12 @@ class EmbedJob:
         if self.num_gpus < 0:
             raise ConfigError(f"embed: --num-gpus must not be negative, got {self.num_gpus}")
 
-    def identity(self, models: RepositoryModels, vision: ModelSpec) -> dict[str, Any]:
+    def identity(self, facts: RuntimeFacts) -> dict[str, Any]:
         """What a resumed run must share with the first: anything else would mix two outputs."""
         from vidsearch.jobs.inputs import identity_of
 
+        vision = facts.vision
+        assert vision is not None
         assert vision.preprocess is not None
         return {
             "version": IDENTITY_VERSION,
@@ -56,7 +58,7 @@ class EmbedJob:
             "clips": asdict(self.clips),
             "scenes": asdict(self.scenes) if self.scenes is not None else None,
             "dtype": "float16" if self.float16 else "float32",
-            "model": models.model_name,
-            "model_checksum": models.model_checksum,
+            "model": facts.model_name,
+            "model_checksum": facts.model_checksum,
             "preprocess": vision.preprocess.digest(),
         }

@@ -12,10 +12,8 @@ import torch
 from torch import Tensor
 
 from vidsearch.errors import ConfigError
+from vidsearch.formats.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vidsearch.models.videomae import VideoMAEv2Config, reconstructed_tokens
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # ----------------------------------------------------------------------------------------------- masks
 

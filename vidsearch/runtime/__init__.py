@@ -13,6 +13,8 @@ from vidsearch.lazy import lazy_exports
 _EXPORTS = {
     "Runtime": "base",
     "Backend": "base",
+    "ModelFacts": "facts",
+    "RuntimeFacts": "facts",
     "RuntimeConfig": "config",
     "ModelRuntime": "model_runtime",
     "open_runtime": "factory",
@@ -21,13 +23,14 @@ _EXPORTS = {
     "read_repository": "repository",
 }
 
-__all__ = ["Backend", "ModelRuntime", "ModelSpec", "RepositoryModels", "Runtime", "RuntimeConfig",
-           "open_runtime", "read_repository"]
+__all__ = ["Backend", "ModelFacts", "ModelRuntime", "ModelSpec", "RepositoryModels", "Runtime",
+           "RuntimeConfig", "RuntimeFacts", "open_runtime", "read_repository"]
 
 if TYPE_CHECKING:
     from vidsearch.runtime.base import Backend, Runtime
     from vidsearch.runtime.config import RuntimeConfig
     from vidsearch.runtime.factory import open_runtime
+    from vidsearch.runtime.facts import ModelFacts, RuntimeFacts
     from vidsearch.runtime.model_runtime import ModelRuntime
     from vidsearch.runtime.repository import ModelSpec, RepositoryModels, read_repository
 

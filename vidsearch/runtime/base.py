@@ -1,20 +1,26 @@
 """The runtime interface the server and jobs use, and the backend interface runtimes are built on.
 
-`Runtime` is what callers see: `embed_text`, `embed_video`, `classify`. There is one implementation,
-`ModelRuntime`, which does everything that does not depend on where the models run (tokenizing, the
-text cache, dynamic batching, splitting into the models' batch limit, checks); it runs the models
-through a `Backend`: `EmbeddedBackend` (ONNX Runtime in this process) or `TritonBackend` (a Triton
-server over gRPC). Adding a backend means writing `infer`, never another copy of the serving logic.
+`Runtime` is what callers see: `embed_text`, `embed_video`, `classify`, and the facts of the models it
+serves (`RuntimeFacts`: names, versions, checksum, widths, batch limits, preprocessing), never the
+repository's layout or tensor names. There is one implementation, `ModelRuntime`, which does
+everything that does not depend on where the models run (tokenizing, the text cache, dynamic
+batching, splitting into the models' batch limit, checks); it runs the models through a `Backend`:
+`EmbeddedBackend` (ONNX Runtime in this process) or `TritonBackend` (a Triton server over gRPC).
+Adding a backend means writing `infer`, never another copy of the serving logic.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.runtime.cache import CacheStats
-from vidsearch.runtime.repository import ModelSpec, RepositoryModels
+from vidsearch.runtime.facts import RuntimeFacts
+from vidsearch.runtime.repository import ModelSpec
+
+Clips = NDArray[np.float32] | Iterable[NDArray[np.float32]]
+"""Preprocessed clips: one array [n, ...], or clip tensors one by one (decoded as they are consumed)."""
 
 
 class Backend(Protocol):
@@ -41,19 +47,22 @@ class Runtime(Protocol):
     def kind(self) -> str: ...
 
     @property
-    def models(self) -> RepositoryModels: ...
-
-    @property
-    def text_batch(self) -> int:
-        """The most text queries one model run takes (0 without a text model)."""
+    def facts(self) -> RuntimeFacts: ...
 
     def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
-        """L2-normalised embeddings [len(texts), dim] of the texts (ViCLIP text tower)."""
+        """L2-normalised embeddings [len(texts), dim] of the texts (ViCLIP text tower); the texts of
+        concurrent callers share model runs (the runtime's dynamic batcher)."""
 
-    def embed_video(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
-        """L2-normalised embeddings [n, dim] of preprocessed clips (the vision tower's preprocessing)."""
+    def embed_text_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """The same for a batch its caller has formed (at most `facts.text_batch` texts make one model
+        run): run at once, in the calling thread, past the runtime's batcher — for a caller that is
+        itself the batching layer (Search), so that a query is batched in one place only."""
 
-    def classify(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
+    def embed_video(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
+        """L2-normalised embeddings [n, dim] of preprocessed clips (`facts.vision.preprocess`), run in
+        batches of the model's limit as the clips arrive."""
+
+    def classify(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         """Class scores before softmax [n, classes] of clips preprocessed for the classifier."""
 
     def ready(self) -> bool: ...

@@ -32,13 +32,12 @@ class DynamicBatcher(Generic[In, Out]):
     """Runs `run(items) -> results` (one result per item, in order) on batches of items."""
 
     def __init__(self, run: Callable[[list[In]], Sequence[Out]], max_batch: int, max_delay_s: float = 0.0,
-                 name: str = "batcher", on_batch: Callable[[int, float], None] | None = None) -> None:
+                 name: str = "batcher") -> None:
         if max_batch < 1 or max_delay_s < 0:
             raise ValueError(f"need max_batch >= 1 and max_delay_s >= 0, got {max_batch}, {max_delay_s}")
         self._run = run
         self._max_batch = max_batch
         self._max_delay_s = max_delay_s
-        self._on_batch = on_batch
         self._queue: deque[_Item[In, Out]] = deque()
         self._cond = threading.Condition()  # only the worker waits on it: one `notify` wakes it
         self._busy = False  # a batch is running (in the worker, or inline in a caller)
@@ -84,12 +83,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._thread.join()
 
     def _execute(self, values: list[In]) -> list[Out]:
-        started = time.monotonic()
         results = list(self._run(values))
         if len(results) != len(values):
             raise RuntimeError(f"a batch of {len(values)} gave {len(results)} results")
-        if self._on_batch is not None:
-            self._on_batch(len(values), time.monotonic() - started)
         return results
 
     def _release(self) -> None:

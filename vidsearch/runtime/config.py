@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidsearch.formats.model_repository import CLASSIFIER_MODEL, TEXT_MODEL, VISION_MODEL
+
 RuntimeKind = Literal["embedded", "triton"]
 
 
@@ -19,9 +21,9 @@ class RuntimeConfig(BaseModel):
 
     kind: RuntimeKind = "embedded"
     model_repository: Path = Path("model_repository")
-    text_model: str = "viclip_text"
-    vision_model: str = "viclip_vision"
-    classifier_model: str = "videomae_v2"
+    text_model: str = TEXT_MODEL
+    vision_model: str = VISION_MODEL
+    classifier_model: str = CLASSIFIER_MODEL
     # Text queries from concurrent requests are run together: at most `max_batch` (default: the
     # model's own maximum) and waiting at most `max_delay_ms` for company once the model is free.
     max_batch: int | None = Field(default=None, ge=1)

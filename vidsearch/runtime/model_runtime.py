@@ -2,25 +2,28 @@
 
 Text: queries are tokenized (with the tokenizer the text model's `vidsearch.json` names), looked up in the
 LRU cache, and the misses go through the dynamic batcher, so concurrent requests share one model
-run. Video and classification inputs arrive batched already: they are checked against the model's
-input shape and run in slices of the model's maximum batch.
+run; a caller that batches queries itself (Search) uses `embed_text_batch`, which runs its batch
+directly. Video and classification inputs (an array, or clip tensors as they are decoded) are
+checked against the model's input shape and run in batches of the model's maximum batch.
 """
 
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError
+from vidsearch.formats.model_repository import LOGITS
 from vidsearch.models.text_tokenizer import TextTokenizer, tokenizer_for
-from vidsearch.runtime.base import Backend
+from vidsearch.runtime.base import Backend, Clips
 from vidsearch.runtime.batching import DynamicBatcher
 from vidsearch.runtime.cache import CacheStats, LruCache
 from vidsearch.runtime.config import RuntimeConfig
+from vidsearch.runtime.facts import RuntimeFacts
 from vidsearch.runtime.repository import ModelSpec, RepositoryModels
 
 log = logging.getLogger(__name__)
@@ -53,91 +56,112 @@ class ModelRuntime:
         # of many texts never holds it long, and the deadline is checked between texts.
         self._tokenize_lock = threading.Lock()
         self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
-        self._text_batch = 0
+        self._facts = models.facts(config)
         text = models.text
         if text is not None:
-            info = {"kind": "clip_bpe", "context_length": text.input.shape[-1], **(text.tokenizer or {})}
+            info = {"kind": "clip_bpe", "context_length": text.input.shape[-1],
+                    **(text.description.tokenizer or {})}
             self._tokenizer = tokenizer_for(info, text.directory)
-            self._text_batch = min(config.max_batch or text.max_batch, text.max_batch)
-            self._batcher = DynamicBatcher(self._run_text, self._text_batch, config.max_delay_ms / 1000.0,
-                                           name="text-batcher",
-                                           on_batch=lambda n, s: self._observe(text.name, n, s))
+            delay_s = config.max_delay_ms / 1000.0
+            self._batcher = DynamicBatcher(self._run_text, self._facts.text_batch, delay_s,
+                                           name="text-batcher")
 
     @property
     def kind(self) -> str:
         return self._backend.kind
 
     @property
-    def models(self) -> RepositoryModels:
-        return self._models
-
-    @property
-    def text_batch(self) -> int:
-        return self._text_batch
+    def facts(self) -> RuntimeFacts:
+        return self._facts
 
     # -- text --------------------------------------------------------------------------------------
 
     def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
-        if self._batcher is None or self._tokenizer is None:
+        batcher = self._batcher
+        if batcher is None:
             raise ConfigError(f"{self._models.root} has no text model: text queries cannot be embedded")
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+        def run(tokens: list[NDArray[np.int64]]) -> list[_Row]:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                return batcher.map(tokens, remaining)
+            except TimeoutError:
+                raise DeadlineExceededError(f"embedding {len(tokens)} texts ran past the deadline") from None
+
+        return self._embed_cached(texts, deadline, run)
+
+    def embed_text_batch(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if self._batcher is None:
+            raise ConfigError(f"{self._models.root} has no text model: text queries cannot be embedded")
+        return self._embed_cached(texts, None, self._run_text_sliced)
+
+    def _embed_cached(self, texts: Sequence[str], deadline: float | None,
+                      run: Callable[[list[NDArray[np.int64]]], list[_Row]]) -> NDArray[np.float32]:
+        """Cached rows, and the texts not cached tokenized (one at a time, the deadline — a
+        `time.monotonic()` instant — checked between them) and embedded by `run`."""
+        assert self._tokenizer is not None
         rows: list[_Row | None] = [self._cache.get(text) for text in texts]
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
-            deadline = None if timeout_s is None else time.monotonic() + timeout_s
             tokens = []
             for i in missing:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise DeadlineExceededError(f"no time left to embed {len(missing)} texts")
                 with self._tokenize_lock:
                     tokens.append(self._tokenizer(texts[i])[0])
-            remaining = None if deadline is None else deadline - time.monotonic()
-            try:
-                vectors = self._batcher.map(tokens, remaining)
-            except TimeoutError:
-                raise DeadlineExceededError(f"embedding {len(missing)} texts ran past the deadline") from None
-            for i, vector in zip(missing, vectors, strict=True):
+            for i, vector in zip(missing, run(tokens), strict=True):
                 vector.flags.writeable = False
                 self._cache.put(texts[i], vector)
                 rows[i] = vector
         vectors = [row for row in rows if row is not None]
-        return np.stack(vectors) if vectors else np.empty((0, self._models.dim), dtype=np.float32)
+        return np.stack(vectors) if vectors else np.empty((0, self._facts.dim), dtype=np.float32)
+
+    def _run_text_sliced(self, tokens: list[NDArray[np.int64]]) -> list[_Row]:
+        """Model runs of at most `text_batch` texts each."""
+        size = self._facts.text_batch
+        slices = [tokens[start : start + size] for start in range(0, len(tokens), size)]
+        return [row for part in slices for row in self._run_text(part)]
 
     def _run_text(self, tokens: list[NDArray[np.int64]]) -> list[_Row]:
         text = self._models.text
         assert text is not None
-        output = text.normalized_output or ""
+        output = text.description.normalized_output or ""
+        began = time.monotonic()
         result = self._backend.infer(text, {text.input.name: np.stack(tokens)}, [output], None)[output]
+        self._observe(text.name, len(tokens), time.monotonic() - began)
         return list(np.asarray(result, dtype=np.float32))
 
     # -- video -------------------------------------------------------------------------------------
 
-    def embed_video(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
+    def embed_video(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         vision = self._require(self._models.vision, "video embeddings")
-        return self._run_sliced(vision, clips, vision.normalized_output or "", timeout_s)
+        return self._run_batches(vision, clips, vision.description.normalized_output or "", timeout_s)
 
-    def classify(self, clips: NDArray[np.float32], timeout_s: float | None = None) -> NDArray[np.float32]:
+    def classify(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         classifier = self._require(self._models.classifier, "a classifier")
-        return self._run_sliced(classifier, clips, "LOGITS", timeout_s)
+        return self._run_batches(classifier, clips, LOGITS, timeout_s)
 
     def _require(self, model: ModelSpec | None, what: str) -> ModelSpec:
         if model is None:
             raise ConfigError(f"{self._models.root} has no model for {what}")
         return model
 
-    def _run_sliced(self, model: ModelSpec, clips: NDArray[np.float32], output: str,
-                    timeout_s: float | None) -> NDArray[np.float32]:
+    def _run_batches(self, model: ModelSpec, clips: Clips, output: str,
+                     timeout_s: float | None) -> NDArray[np.float32]:
         expected = model.input.shape[1:]
-        if clips.ndim != len(expected) + 1 or tuple(clips.shape[1:]) != expected:
-            raise RequestError(f"{model.name} takes clips shaped {list(expected)}, "
-                               f"got {list(clips.shape[1:])}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         parts = []
-        for start in range(0, len(clips), model.max_batch):
+        done = 0
+        for batch in _batches(clips, model.max_batch):
+            if batch.ndim != len(expected) + 1 or tuple(batch.shape[1:]) != expected:
+                raise RequestError(f"{model.name} takes clips shaped {list(expected)}, "
+                                   f"got {list(batch.shape[1:])}")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise DeadlineExceededError(f"{model.name}: the deadline passed after {start} of "
-                                            f"{len(clips)} clips")
-            batch = np.ascontiguousarray(clips[start : start + model.max_batch], dtype=np.float32)
+                raise DeadlineExceededError(f"{model.name}: the deadline passed after {done} clips")
+            done += len(batch)
             began = time.monotonic()
             parts.append(self._backend.infer(model, {model.input.name: batch}, [output], remaining)[output])
             self._observe(model.name, len(batch), time.monotonic() - began)
@@ -162,4 +186,23 @@ class ModelRuntime:
         if self._batcher is not None:
             self._batcher.close()
         self._backend.close()
+
+
+
+def _batches(clips: Clips, size: int) -> Iterator[NDArray[np.float32]]:
+    """Float32 batches of at most `size` clips: slices of an array, or clips stacked as they come."""
+    if isinstance(clips, np.ndarray):
+        if clips.ndim == 0:
+            raise RequestError("clips must be an array [n, ...] or clip tensors one by one")
+        for start in range(0, len(clips), size):
+            yield np.ascontiguousarray(clips[start : start + size], dtype=np.float32)
+        return
+    pending: list[NDArray[np.float32]] = []
+    for clip in clips:
+        pending.append(clip)
+        if len(pending) == size:
+            yield np.stack(pending).astype(np.float32, copy=False)
+            pending = []
+    if pending:
+        yield np.stack(pending).astype(np.float32, copy=False)
 

@@ -1,54 +1,52 @@
 """Reading an exported model repository: which models it holds and how to call them.
 
-`vidsearch export` writes Triton's layout with a `vidsearch.json` in every version directory; both
-runtimes read the same files (the Triton runtime to know tensor names, tokenizer, preprocessing and
-the version to ask the server for), so they cannot disagree on what they serve. The newest version of
-each model is used, as Triton's default version policy does.
+`vidsearch export` writes Triton's layout with a `vidsearch.json` in every version directory
+(`vidsearch.formats.model_repository`); both runtimes read the same files (the Triton runtime to know
+tensor names, tokenizer, preprocessing and the version to ask the server for), so they cannot
+disagree on what they serve. The newest version of each model is used, as Triton's default version
+policy does. What a runtime's callers may know of these models is `RuntimeFacts` (`base`); the
+layout stays in here and in the backends.
 """
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from vidsearch.errors import ConfigError
+from vidsearch.errors import ConfigError, ModelFormatError
+from vidsearch.formats.model_repository import (
+    DESCRIPTION,
+    LOGITS,
+    ModelDescription,
+    TensorInfo,
+    read_description,
+)
 from vidsearch.models.text_tokenizer import KINDS as TOKENIZER_KINDS
 from vidsearch.runtime.config import RuntimeConfig
+from vidsearch.runtime.facts import ModelFacts, RuntimeFacts
 from vidsearch.video.preprocess import Preprocess
-
-MANIFEST = "vidsearch.json"
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: str  # numpy name
-    shape: tuple[int, ...]  # with the batch axis (-1)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One exported model version, as its `vidsearch.json` describes it."""
+    """One exported model version: its description and where it lies."""
 
     name: str
     version: int
     directory: Path  # the version directory
-    task: str
-    inputs: tuple[TensorInfo, ...]
-    outputs: tuple[TensorInfo, ...]
-    embedding_dim: int
-    normalized_output: str | None
+    description: ModelDescription
     preprocess: Preprocess | None
-    tokenizer: Mapping[str, Any] | None
+    embedding_dim: int
     max_batch: int
-    preset: str
-    checkpoint_sha256: str
 
     @property
     def model_name(self) -> str:
         """The model's name, as indexes record it: its preset (a preset file's stem)."""
-        return Path(self.preset).stem if self.preset.endswith(".json") else self.preset
+        preset = self.description.preset or ""
+        return Path(preset).stem if preset.endswith(".json") else preset
+
+    @property
+    def checksum(self) -> str:
+        """Identifies the weights: vectors of two checkpoints must never share an index."""
+        return f"sha256:{self.description.checkpoint_sha256}"
 
     @property
     def onnx_path(self) -> Path:
@@ -57,13 +55,14 @@ class ModelSpec:
     @property
     def input(self) -> TensorInfo:
         """The model's only input (every exported graph has one)."""
-        return self.inputs[0]
+        return self.description.inputs[0]
 
     def output(self, name: str) -> TensorInfo:
-        for tensor in self.outputs:
-            if tensor.name == name:
-                return tensor
-        raise ConfigError(f"{self.name}: no output {name!r} (has {[t.name for t in self.outputs]})")
+        return self.description.output(name)
+
+    def facts(self, width: int) -> ModelFacts:
+        return ModelFacts(self.model_name, str(self.version), self.checksum, width, self.max_batch,
+                          self.preprocess)
 
 
 @dataclass(frozen=True)
@@ -75,55 +74,31 @@ class RepositoryModels:
     vision: ModelSpec | None
     classifier: ModelSpec | None
 
-    @property
-    def primary(self) -> ModelSpec:
-        model = self.text or self.vision or self.classifier
-        assert model is not None  # read_repository refuses an empty repository
-        return model
-
-    @property
-    def model_name(self) -> str:
-        """The embedding model's name (its preset), as indexes record it."""
-        return self.primary.model_name
-
-    @property
-    def model_checksum(self) -> str:
-        """Identifies the weights: vectors of two checkpoints must never share an index."""
-        return f"sha256:{self.primary.checkpoint_sha256}"
-
-    @property
-    def dim(self) -> int:
-        """Embedding dimension of the ViCLIP towers (0 when the repository has neither)."""
-        tower = self.text or self.vision
-        return tower.embedding_dim if tower else 0
-
-
-def _tensors(entries: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(e["name"], e["dtype"], tuple(int(d) for d in e["shape"])) for e in entries)
-
-
-def _spec(name: str, version_dir: Path, data: dict[str, Any]) -> ModelSpec:
-    try:
-        preprocess = data.get("preprocess")
-        if preprocess is not None:
-            preprocess = Preprocess.from_dict({k: v for k, v in preprocess.items() if k != "digest"})
-        return ModelSpec(
-            name=name,
-            version=int(version_dir.name),
-            directory=version_dir,
-            task=data["task"],
-            inputs=_tensors(data["inputs"]),
-            outputs=_tensors(data["outputs"]),
-            embedding_dim=int(data["embedding_dim"]),
-            normalized_output=data.get("normalized_output"),
-            preprocess=preprocess,
-            tokenizer=data.get("tokenizer"),
-            max_batch=int(data["engine"]["max_batch"]),
-            preset=str(data["source"]["preset"]),
-            checkpoint_sha256=str(data["source"]["checkpoint_sha256"]),
+    def facts(self, config: RuntimeConfig) -> RuntimeFacts:
+        """What the runtime serving these models with `config` tells its callers."""
+        text, vision, classifier = self.text, self.vision, self.classifier
+        return RuntimeFacts(
+            text=text.facts(text.embedding_dim) if text else None,
+            vision=vision.facts(vision.embedding_dim) if vision else None,
+            classifier=classifier.facts(classifier.output(LOGITS).shape[-1]) if classifier else None,
+            text_batch=min(config.max_batch or text.max_batch, text.max_batch) if text else 0,
         )
-    except (KeyError, TypeError, ValueError) as err:
-        raise ConfigError(f"{version_dir / MANIFEST}: not a vidsearch model description ({err!r})") from None
+
+
+def _spec(name: str, version_dir: Path, description: ModelDescription) -> ModelSpec:
+    where = version_dir / DESCRIPTION
+    if description.max_batch is None or description.embedding_dim is None or description.preset is None \
+            or description.checkpoint_sha256 is None:
+        raise ModelFormatError(f"{where}: not a model a runtime can serve (no engine, embedding dimension "
+                               "or source checkpoint)")
+    preprocess = None
+    if description.preprocess is not None:
+        preprocess = Preprocess.from_dict(dict(description.preprocess))
+        if description.preprocess_digest is not None and preprocess.digest() != description.preprocess_digest:
+            raise ModelFormatError(f"{where}: the preprocessing spec does not match its digest "
+                                   f"{description.preprocess_digest} (edited by hand?)")
+    return ModelSpec(name, int(version_dir.name), version_dir, description, preprocess,
+                     description.embedding_dim, description.max_batch)
 
 
 def read_model(model_dir: Path) -> ModelSpec | None:
@@ -131,17 +106,15 @@ def read_model(model_dir: Path) -> ModelSpec | None:
     if not model_dir.is_dir():
         return None
     versions = sorted(
-        (int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()),
+        (int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / DESCRIPTION).is_file()),
         reverse=True,
     )
     if not versions:
         return None
     version_dir = model_dir / str(versions[0])
-    try:
-        data = json.loads((version_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{version_dir / MANIFEST}: unreadable ({err})") from None
-    return _spec(model_dir.name, version_dir, data)
+    description = read_description(version_dir)
+    assert description is not None  # the version was chosen for having one
+    return _spec(model_dir.name, version_dir, description)
 
 
 def read_repository(config: RuntimeConfig) -> RepositoryModels:
@@ -160,14 +133,16 @@ def read_repository(config: RuntimeConfig) -> RepositoryModels:
         raise ConfigError(f"{root} holds none of {config.text_model}, {config.vision_model}, "
                           f"{config.classifier_model} (with a vidsearch.json): run `vidsearch export`")
     if models.text and models.vision and (
-        models.text.checkpoint_sha256 != models.vision.checkpoint_sha256
+        models.text.checksum != models.vision.checksum
         or models.text.embedding_dim != models.vision.embedding_dim
     ):
         raise ConfigError(f"{root}: {models.text.name} v{models.text.version} and {models.vision.name} "
                           f"v{models.vision.version} come from different checkpoints; export both together")
     for tower in (models.text, models.vision):
-        if tower is not None and tower.normalized_output is None:
+        if tower is not None and tower.description.normalized_output is None:
             raise ConfigError(f"{tower.directory}: the model has no L2-normalised output to search with")
-    if models.text and (models.text.tokenizer or {}).get("kind") not in TOKENIZER_KINDS:
-        raise ConfigError(f"{models.text.directory}: unknown tokenizer {models.text.tokenizer!r}")
+    if models.text:
+        tokenizer = models.text.description.tokenizer
+        if (tokenizer or {}).get("kind") not in TOKENIZER_KINDS:
+            raise ConfigError(f"{models.text.directory}: unknown tokenizer {tokenizer!r}")
     return models

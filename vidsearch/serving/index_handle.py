@@ -8,10 +8,10 @@ from pathlib import Path
 
 from vidsearch.index import ClipIndex
 from vidsearch.index.opening import ModelIdentity, open_index
-from vidsearch.runtime.repository import RepositoryModels
+from vidsearch.runtime.facts import RuntimeFacts
 
 
-def open_served_index(location: Path, models: RepositoryModels, *, create: bool, persist: bool) -> ClipIndex:
+def open_served_index(location: Path, models: RuntimeFacts, *, create: bool, persist: bool) -> ClipIndex:
     """Open (or create) the index for the runtime's model; `persist` makes each change durable."""
     model = ModelIdentity(models.model_name, models.dim, models.model_checksum)
     return open_index(location, model, create=create, durable=persist)

@@ -1,12 +1,13 @@
 """Video inputs of requests → clips → embeddings, by the same rules the batch jobs use.
 
 The input (encoded bytes, or an allowed path) is probed, cut into clips (`vidsearch.video.segment`),
-decoded and preprocessed by the model's own spec (`read_clips`), and embedded through the runtime in
-slices of the model's batch limit. Decoding is bounded by the request's deadline.
+decoded and preprocessed by the model's own spec (`read_clips`), and handed to the runtime as they
+are decoded (the runtime runs them in batches of the model's limit, so a long video is never held
+in memory whole). Decoding is bounded by the request's deadline.
 """
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, RequestError, VideoDecodeError
 from vidsearch.runtime.base import Runtime
-from vidsearch.runtime.repository import ModelSpec
+from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.settings import LimitSettings, VideoSettings
@@ -27,8 +28,8 @@ _PLAN_BYTES_PER_FRAME = 128
 _BYTES_PER_OUTPUT = 40
 _CLIP_BYTES = 512
 
-ModelCall = Callable[[NDArray[np.float32], float], NDArray[np.float32]]
-"""A runtime method: a batch of clips and the time left → one output row per clip."""
+ModelCall = Callable[[Iterable[NDArray[np.float32]], float], NDArray[np.float32]]
+"""A runtime method: clip tensors and the time left → one output row per clip."""
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,15 @@ def _deadline_first(deadline: RequestDeadline) -> Iterator[None]:
         raise
 
 
-def request_bytes(clips: int, model: ModelSpec, output_width: int) -> int:
+def request_bytes(clips: int, model: ModelFacts) -> int:
     """What running `clips` through `model` holds at once, estimated before decoding: one batch of input
     tensors, and per clip its sampling plan, its output row (as the response's Python floats too) and
     its bookkeeping."""
-    assert model.preprocess is not None
-    batch = min(clips, model.max_batch) * math.prod(model.input.shape[1:]) * 4
-    frames = model.preprocess.frames
-    per_clip = frames * _PLAN_BYTES_PER_FRAME + output_width * _BYTES_PER_OUTPUT + _CLIP_BYTES
+    spec = model.preprocess
+    assert spec is not None
+    height, width = spec.size
+    batch = min(clips, model.batch) * spec.frames * 3 * height * width * 4
+    per_clip = spec.frames * _PLAN_BYTES_PER_FRAME + model.width * _BYTES_PER_OUTPUT + _CLIP_BYTES
     return batch + clips * per_clip
 
 
@@ -116,42 +118,38 @@ class VideoModels:
     def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
-        model = self._model(self._runtime.models.vision, "video embeddings (viclip_vision)")
-        width = model.output(model.normalized_output or "").shape[-1]
-        return self._run(source, clips, duration_s, model, width, self._runtime.embed_video, deadline)
+        model = self._model(self._runtime.facts.vision, "video embeddings (viclip_vision)")
+        return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
 
     def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
                  deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
-        model = self._model(self._runtime.models.classifier, "classification (videomae_v2)")
-        width = model.output("LOGITS").shape[-1]
-        return self._run(source, clips, duration_s, model, width, self._runtime.classify, deadline)
+        model = self._model(self._runtime.facts.classifier, "classification (videomae_v2)")
+        return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
 
-    def _model(self, model: ModelSpec | None, what: str) -> ModelSpec:
+    def _model(self, model: ModelFacts | None, what: str) -> ModelFacts:
         if model is None or model.preprocess is None:
             raise ConfigError(f"this server's model repository has no model for {what}")
         return model
 
-    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelSpec,
-             output_width: int, run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
-        """Decode and preprocess the clips by the model's spec, and run them in slices of its batch limit."""
-        assert model.preprocess is not None
-        needed = request_bytes(len(clips), model, output_width)
+    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelFacts,
+             run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
+        """Decode and preprocess the clips by the model's spec, and run them through the model."""
+        spec = model.preprocess
+        assert spec is not None
+        needed = request_bytes(len(clips), model)
         if needed > self._limits.max_request_bytes:
             raise RequestError(f"{len(clips)} clips through {model.name} need about {needed >> 20} MiB; the "
                                f"limit is {self._limits.max_request_bytes >> 20} MiB per request "
                                "(limits.max_request_bytes): ask for fewer or longer clips")
         options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)
         done: list[Clip] = []
-        rows: list[NDArray[np.float32]] = []
-        pending: list[NDArray[np.float32]] = []
-        with _deadline_first(deadline):
-            for clip, tensor in read_clips(source, clips, model.preprocess, options):
+
+        def tensors() -> Iterator[NDArray[np.float32]]:
+            for clip, tensor in read_clips(source, clips, spec, options):
                 done.append(clip)
-                pending.append(tensor)
-                if len(pending) == model.max_batch:
-                    rows.append(run(np.stack(pending), deadline.remaining()))
-                    pending = []
-        if pending:
-            rows.append(run(np.stack(pending), deadline.remaining()))
-        return ClipOutputs(tuple(done), np.concatenate(rows), duration_s)
+                yield tensor
+
+        with _deadline_first(deadline):
+            values = run(tensors(), deadline.remaining())
+        return ClipOutputs(tuple(done), values, duration_s)

@@ -100,7 +100,7 @@ class SearchServer:
                 self.metrics_port = self.metrics.start_http(settings.metrics_host or settings.host,
                                                             settings.metrics_port)
             self._runtime = open_runtime(settings.runtime, observer=self.metrics.observe_batch)
-            self._index = open_served_index(settings.index, self._runtime.models,
+            self._index = open_served_index(settings.index, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
@@ -118,7 +118,7 @@ class SearchServer:
             self._health.set(service, _SERVING)
         self._watcher = _HealthWatcher(self._runtime, self._health)
         self._watcher.start()
-        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)%s", runtime.models.model_name,
+        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)%s", runtime.facts.model_name,
                  self.address, runtime.kind, settings.index, len(index),
                  f"; the page and HTTP API on {self.http.url}" if self.http else "")
 

@@ -36,7 +36,8 @@ def _ms(since: float) -> float:
 class SearchServicer(pb_grpc.SearchServiceServicer):
     def __init__(self, runtime: Runtime, index: ClipIndex, settings: ServerSettings) -> None:
         self._runtime = runtime
-        self._model_name = runtime.models.model_name  # fixed for the runtime's life; derived on each read
+        facts = runtime.facts
+        self._model_name = facts.model_name
         self._index = index
         self._settings = settings
         self._limits = settings.limits
@@ -44,13 +45,14 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         self._uploads = ByteBudget(self._limits.max_upload_bytes_in_flight,
                                    "limits.max_upload_bytes_in_flight")
         self._roots = AllowedRoots(settings.allowed_roots)
-        self._text_searcher = TextSearcher(runtime, index, max(1, runtime.text_batch))
-        vision = runtime.models.vision
-        self._ingester = Ingester(index, self._videos, self._roots, str(vision.version) if vision else "",
+        self._text_searcher = TextSearcher(runtime, index, max(1, facts.text_batch))
+        vision = facts.vision
+        self._ingester = Ingester(index, self._videos, self._roots, vision.version if vision else "",
                                   self._limits)
-        classifier = runtime.models.classifier
-        classes = classifier.output("LOGITS").shape[-1] if classifier else 0
-        self._class_names = classify.class_names(settings.classifier_labels, classes) if classifier else []
+        classifier = facts.classifier
+        labels = settings.classifier_labels
+        self._class_names = classify.class_names(labels, classifier.width) if classifier else []
+        self._classifier_name = classifier.name if classifier else self._model_name
 
     def _deadline(self, context: grpc.ServicerContext) -> RequestDeadline:
         return RequestDeadline(context, self._limits.default_deadline_s)
@@ -105,7 +107,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         texts = convert.texts(request.texts, max_chars=self._limits.max_query_chars, what="text")
         vectors = self._runtime.embed_text(texts, deadline.remaining())
         return pb.EmbedTextResponse(embeddings=convert.embeddings(vectors),
-                                    model=self._runtime.models.model_name, dim=vectors.shape[1])
+                                    model=self._model_name, dim=vectors.shape[1])
 
     def EmbedVideo(self, request_iterator: Iterator[pb.EmbedVideoRequest], context: grpc.ServicerContext
                    ) -> pb.EmbedVideoResponse:
@@ -118,7 +120,7 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             clips=[pb.ClipEmbedding(index=c.index, start_s=c.start_s, end_s=c.end_s,
                                     embedding=pb.Embedding(values=row.tolist()))
                    for c, row in zip(outputs.clips, outputs.values, strict=True)],
-            model=self._runtime.models.model_name, dim=outputs.values.shape[1], duration_s=duration)
+            model=self._model_name, dim=outputs.values.shape[1], duration_s=duration)
 
     # -- classification ----------------------------------------------------------------------------
 
@@ -142,8 +144,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                 scores = classify.classifier(outputs.values)
                 method, names, count = "classifier", self._class_names, len(outputs.clips)
         ranked = classify.top(scores, names, top_k)
+        model = self._classifier_name if method == "classifier" else self._model_name
         return pb.ClassifyResponse(labels=[pb.LabelScore(label=n, score=s) for n, s in ranked],
-                                   model=self._model_of(method), method=method, clips=count)
+                                   model=model, method=method, clips=count)
 
     def _prompts(self, request: pb.ClassifyRequest) -> tuple[list[str], list[str]]:
         """The zero-shot labels and their prompts (labels × templates); none for the classifier."""
@@ -156,12 +159,6 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
             raise LimitExceededError(f"{len(prompts)} prompts (labels × templates); the limit is "
                                      f"{self._limits.max_texts}")
         return labels, prompts
-
-    def _model_of(self, method: str) -> str:
-        classifier = self._runtime.models.classifier
-        if method == "classifier" and classifier is not None:
-            return classifier.model_name
-        return self._runtime.models.model_name
 
     # -- the index ---------------------------------------------------------------------------------
 

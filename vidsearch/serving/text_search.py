@@ -3,8 +3,9 @@ search for the whole batch.
 
 Batching only the text tower left every request thread to search the index on its own, and on a small
 machine the wake-ups and GIL hand-overs between 32 request threads cost more than the searches. Here a
-request thread hands its query over and sleeps until its page is ready: the batch is embedded (the
-runtime's text cache and batcher still apply) and searched with one FAISS call and one metadata lookup
+request thread hands its query over and sleeps until its page is ready: the batch is embedded in one
+model run (`Runtime.embed_text_batch`: the runtime's text cache applies, its batcher does not, since
+this is the Search path's one batching layer) and searched with one FAISS call and one metadata lookup
 per distinct set of search options. Alone, a request runs in its own thread at once, as before (see
 `DynamicBatcher`). What it gained is in docs/benchmarks.md (Search service).
 
@@ -71,7 +72,7 @@ class TextSearcher:
         self._batcher.close()
 
     def _run(self, queries: Sequence[TextQuery]) -> list[_Outcome]:
-        vectors = self._runtime.embed_text([q.text for q in queries])
+        vectors = self._runtime.embed_text_batch([q.text for q in queries])
         embedded = time.perf_counter()
         groups: dict[SearchOptions, list[int]] = defaultdict(list)
         for i, query in enumerate(queries):

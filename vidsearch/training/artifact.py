@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from vidsearch.errors import CheckpointError
+from vidsearch.formats.atomic import atomic_path, write_atomic
 from vidsearch.models import FAMILIES, load_checkpoint
 from vidsearch.models.factory import make_config
 from vidsearch.video import Preprocess
@@ -61,10 +62,9 @@ def save_model_folder(
         k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
         for k, v in model.state_dict().items()
     }
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    tmp.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        tmp.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
     config = {
         "format_version": FORMAT_VERSION,
         "family": family,
@@ -86,9 +86,7 @@ def save_model_folder(
             "vocab_size": 49408,
             "context_length": config["config"]["context_length"],
         }
-    tmp_config = folder / f".{CONFIG}.tmp"
-    tmp_config.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp_config, folder / CONFIG)
+    write_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
     return folder
 
 
@@ -96,9 +94,7 @@ def update_training(folder: Path, training: Mapping[str, Any]) -> None:
     """Replace the `training` section of a folder's config (e.g. to add metrics), atomically."""
     config = read_folder_config(folder)
     config["training"] = dict(training)
-    tmp = folder / f".{CONFIG}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, folder / CONFIG)
+    write_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
 
 
 def read_folder_config(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A checkpoint holds the model, optimiser, scheduler and gradient-scaler states, the step reached,
 the random-number states of every process (torch CPU and CUDA, NumPy, Python) and the recipe it was
-trained with. It is written to a temporary file and moved into place with `os.replace`, so a crash
+trained with. It is written atomically (`vidsearch.formats.atomic`), so a crash
 while saving leaves the previous checkpoint intact; it is read back with `weights_only=True`.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vidsearch.errors import CheckpointError
+from vidsearch.formats.atomic import atomic_path
 
 LAST = "last.pt"
 
@@ -53,12 +54,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     """Write `state` to `path` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint_state(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Items are dicts of tensors: `video` (float32, laid out as the spec says), `index
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vidsearch.errors import ConfigError, VideoError
+from vidsearch.formats.atomic import atomic_path
 from vidsearch.models.tokenizer import Tokenizer
 from vidsearch.video import Clip, Preprocess, probe, read_clips
 from vidsearch.video.manifest import Manifest, ManifestRow
@@ -185,9 +185,8 @@ def build_cache(
             done += len(batch)
             if progress is not None:
                 progress(done, len(manifest))
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"pixels": out, "preprocess": preprocess.to_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"pixels": out, "preprocess": preprocess.to_dict()}, tmp)
     log.info("cached %d clips (%s) in %s", len(manifest), "×".join(map(str, out.shape[1:])), path)
     return path
 

@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidsearch.errors import CheckpointError, ConfigError
+from vidsearch.formats.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vidsearch.models import VideoMAEv2, VideoMAEv2Pretrain, create_model, read_state_dict
 from vidsearch.models.videomae import checkpoint_filter_fn, is_pretrain_checkpoint
 from vidsearch.models.videomae_pretrain import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     pretrain_loss,
     pretrain_targets,
     running_cell_mask,

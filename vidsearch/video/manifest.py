@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsearch.errors import ConfigError
+from vidsearch.formats.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,7 @@ def write_manifest(path: str | os.PathLike[str], rows: Sequence[ManifestRow]) ->
     """Write rows as JSONL or CSV (by suffix), atomically."""
     path = Path(path)
     _check_suffix(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         if path.suffix == ".jsonl":
             for row in rows:
                 handle.write(json.dumps(row.to_record(), ensure_ascii=False) + "\n")
@@ -190,7 +190,6 @@ def write_manifest(path: str | os.PathLike[str], rows: Sequence[ManifestRow]) ->
             writer.writeheader()
             for row in rows:
                 writer.writerow(row.to_record())
-    os.replace(tmp, path)
 
 
 # --- InternVid -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from vidsearch.errors import ConfigError
+from vidsearch.formats.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from vidsearch.video.sampling import SamplingRule
 
 ResizeMode = Literal["direct", "short_side_crop"]
@@ -27,8 +28,6 @@ ChannelOrder = Literal["RGB", "BGR"]
 Layout = Literal["TCHW", "CTHW"]
 
 SPEC_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
