@@ -85,6 +85,10 @@ class IndexReadOnlyError(ClipIndexError):
     """A change was asked of an index opened read-only (memory-mapped)."""
 
 
+class IndexUnavailableError(ClipIndexError):
+    """The server holding the index (a Milvus cluster) cannot be reached or is not ready; retry later."""
+
+
 class InvalidClipError(ClipIndexError, ValueError):
     """A clip record or its vector is malformed."""
 

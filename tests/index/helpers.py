@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, IndexConfig
+from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, Hit, IndexConfig, SearchFilter, TimeRange
 
 MODEL = "test-model"
 CLIPS_PER_VIDEO = 10
@@ -72,3 +72,34 @@ def brute_force(
         order = candidates[np.argsort(-row[candidates], kind="stable")][:k]
         out.append([(records[i].clip_id, float(row[i])) for i in order])
     return out
+
+
+FILTERS: dict[str, tuple[SearchFilter, Callable[[ClipRecord], bool]]] = {
+    "videos": (
+        SearchFilter(video_ids=frozenset({"v3", "v17", "v42"})),
+        lambda r: r.video_id in {"v3", "v17", "v42"},
+    ),
+    "tags": (SearchFilter(tags=frozenset({"red", "blue"})), lambda r: bool(r.tags & {"red", "blue"})),
+    "time": (SearchFilter(time_range=TimeRange(5.0, 9.0)), lambda r: r.start_s <= 9.0 and r.end_s > 5.0),
+    "point-in-time": (SearchFilter(time_range=TimeRange(4.0, 4.0)), lambda r: r.start_s <= 4.0 < r.end_s),
+    "combined": (
+        SearchFilter(
+            video_ids=frozenset(f"v{i}" for i in range(0, 60, 2)),
+            tags=frozenset({"even"}),
+            time_range=TimeRange(0.0, 6.0),
+        ),
+        lambda r: int(r.video_id[1:]) % 2 == 0 and "even" in r.tags and r.start_s <= 6.0 and r.end_s > 0.0,
+    ),
+}
+"""Filters of the search tests, each with the predicate a brute-force reference applies."""
+
+
+def ids_scores(hits: list[Hit]) -> list[tuple[str, float]]:
+    return [(h.clip.clip_id, h.score) for h in hits]
+
+
+def assert_same(actual: list[list[tuple[str, float]]], expected: list[list[tuple[str, float]]]) -> None:
+    """Same clips in the same order, scores equal to float32 precision."""
+    for got, want in zip(actual, expected, strict=True):
+        assert [c for c, _ in got] == [c for c, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)

@@ -10,48 +10,21 @@ import pytest
 
 from vidsearch.errors import (
     ClipIndexError,
-    DuplicateClipError,
-    IndexMismatchError,
-    InvalidClipError,
-    InvalidQueryError,
 )
 from vidsearch.index import (
-    MAX_TOP_K,
     ClipRecord,
     FaissClipIndex,
     GpuPolicy,
-    Hit,
     IndexConfig,
     SearchFilter,
-    SearchOptions,
-    TimeRange,
     Tuning,
 )
 
 from ..concurrency import AtOnce
-from .helpers import brute_force, build, clustered, make_records
+from .helpers import FILTERS, assert_same, brute_force, build, clustered, ids_scores, make_records
 
 N, DIM = 600, 24
 Data = tuple[list[ClipRecord], np.ndarray, np.ndarray]
-
-FILTERS = {
-    "videos": (
-        SearchFilter(video_ids=frozenset({"v3", "v17", "v42"})),
-        lambda r: r.video_id in {"v3", "v17", "v42"},
-    ),
-    "tags": (SearchFilter(tags=frozenset({"red", "blue"})), lambda r: bool(r.tags & {"red", "blue"})),
-    "time": (SearchFilter(time_range=TimeRange(5.0, 9.0)), lambda r: r.start_s <= 9.0 and r.end_s > 5.0),
-    "point-in-time": (SearchFilter(time_range=TimeRange(4.0, 4.0)), lambda r: r.start_s <= 4.0 < r.end_s),
-    "combined": (
-        SearchFilter(
-            video_ids=frozenset(f"v{i}" for i in range(0, 60, 2)),
-            tags=frozenset({"even"}),
-            time_range=TimeRange(0.0, 6.0),
-        ),
-        lambda r: int(r.video_id[1:]) % 2 == 0 and "even" in r.tags and r.start_s <= 6.0 and r.end_s > 0.0,
-    ),
-}
-
 
 @pytest.fixture(scope="module")
 def data() -> Data:
@@ -62,31 +35,6 @@ def data() -> Data:
 def flat(data: Data) -> FaissClipIndex:
     records, vectors, _ = data
     return build(records, vectors)
-
-
-def ids_scores(hits: list[Hit]) -> list[tuple[str, float]]:
-    return [(h.clip.clip_id, h.score) for h in hits]
-
-
-def assert_same(actual: list[list[tuple[str, float]]], expected: list[list[tuple[str, float]]]) -> None:
-    for got, want in zip(actual, expected, strict=True):
-        assert [c for c, _ in got] == [c for c, _ in want]
-        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
-
-
-def test_unfiltered_flat_search_is_exact(flat: FaissClipIndex, data: Data) -> None:
-    records, vectors, queries = data
-    hits = flat.search_hits(queries, 25, SearchFilter(), Tuning())
-    assert_same([ids_scores(h) for h in hits], brute_force(records, vectors, queries, 25))
-
-
-def test_single_query_matches_the_batched_path(flat: FaissClipIndex, data: Data) -> None:
-    _, _, queries = data
-    batched = flat.search_hits(queries, 10, SearchFilter(), Tuning())
-    singles = [
-        flat.search_hits(queries[i : i + 1], 10, SearchFilter(), Tuning())[0] for i in range(len(queries))
-    ]
-    assert_same([ids_scores(h) for h in batched], [ids_scores(h) for h in singles])
 
 
 def test_single_query_restores_the_openmp_thread_count(flat: FaissClipIndex, data: Data) -> None:
@@ -171,53 +119,6 @@ def test_pre_transformed_ivf_takes_selectors_through_its_parameters(data: Data) 
     assert all(h.clip.clip_id in allowed for row in hits for h in row)
 
 
-def test_empty_filter_result_returns_no_hits(flat: FaissClipIndex, data: Data) -> None:
-    hits = flat.search_hits(data[2], 5, SearchFilter(video_ids=frozenset({"nope"})), Tuning())
-    assert hits == [[] for _ in range(len(data[2]))]
-
-
-def test_top_k_limits(flat: FaissClipIndex, data: Data) -> None:
-    assert len(flat.search_hits(data[2][:1], MAX_TOP_K, SearchFilter(), Tuning())[0]) == N
-    with pytest.raises(InvalidQueryError, match="10000"):
-        flat.search_hits(data[2][:1], MAX_TOP_K + 1, SearchFilter(), Tuning())
-    with pytest.raises(InvalidQueryError, match="top_k"):
-        SearchOptions(top_k=0)
-
-
-def test_malformed_queries_are_refused(flat: FaissClipIndex) -> None:
-    with pytest.raises(InvalidQueryError, match=r"shape \(n, 24\)"):
-        flat.search_hits(np.ones((1, 23), np.float32), 5, SearchFilter(), Tuning())
-    with pytest.raises(InvalidQueryError, match="NaN"):
-        flat.search_hits(np.full((1, DIM), np.nan, np.float32), 5, SearchFilter(), Tuning())
-    with pytest.raises(InvalidQueryError, match="all-zero"):
-        flat.search_hits(np.zeros((1, DIM), np.float32), 5, SearchFilter(), Tuning())
-    with pytest.raises(InvalidQueryError, match="nprobe"):
-        Tuning(nprobe=0)
-
-
-def test_upsert_delete_and_duplicates() -> None:
-    records, vectors = make_records(100), clustered(100, 8, seed=3)
-    index = build(records, vectors)
-    with pytest.raises(DuplicateClipError, match="c5"):
-        index.add(records[5:6], vectors[5:6])
-    assert len(index) == 100 == index.faiss_index.ntotal, "a refused add leaves the index unchanged"
-
-    moved = ClipRecord("c5", "v99", "file:///new.mp4", 1.0, 3.0, records[5].model, tags=frozenset({"new"}))
-    target = -vectors[7:8]
-    index.upsert([moved], target)
-    assert len(index) == 100
-    top = index.search_hits(target, 1, SearchFilter(), Tuning())[0][0]
-    assert (top.clip, round(top.score, 5)) == (moved, 1.0)
-    assert index.get(["c5"]) == {"c5": moved}
-
-    assert index.delete_videos(["v0", "v1"]) == 19, "c5 moved to v99"
-    assert index.delete_clips(["c5", "c50", "missing"]) == 2
-    assert len(index) == 79 == index.faiss_index.ntotal
-    remaining = {h.clip.clip_id for h in index.search_hits(vectors[:1], 100, SearchFilter(), Tuning())[0]}
-    assert len(remaining) == 79
-    assert not remaining & {"c0", "c19", "c5", "c50"}
-
-
 def test_hnsw_deletes_become_tombstones_that_search_skips() -> None:
     records, vectors = make_records(200), clustered(200, 8, seed=4)
     index = build(records, vectors, factory="HNSW8,Flat")
@@ -227,20 +128,6 @@ def test_hnsw_deletes_become_tombstones_that_search_skips() -> None:
     hits = index.search_hits(vectors[:10], 50, SearchFilter(), Tuning(ef_search=400))
     assert all(h.clip.video_id != "v0" for row in hits for h in row)
     assert all(len(row) == 50 for row in hits)
-
-
-def test_batch_validation() -> None:
-    records, vectors = make_records(4), clustered(4, 8, seed=5)
-    index = build(records[:1], vectors[:1])
-    with pytest.raises(InvalidClipError, match="twice"):
-        index.add([records[1], records[1]], vectors[1:3])
-    with pytest.raises(InvalidClipError, match="3 records for 2 vectors"):
-        index.add(records[1:4], vectors[1:3])
-    other = make_records(1, start=9, model="other-model")
-    with pytest.raises(IndexMismatchError, match="other-model"):
-        index.add(other, vectors[:1])
-    with pytest.raises(InvalidClipError, match="start_s"):
-        ClipRecord("c", "v", "u", 3.0, 2.0, "m")
 
 
 def test_untrained_ivf_refuses_adds() -> None:

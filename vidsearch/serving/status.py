@@ -20,6 +20,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     (errors.PathNotAllowedError, grpc.StatusCode.PERMISSION_DENIED, 403),
     (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
     (errors.RuntimeUnavailableError, grpc.StatusCode.UNAVAILABLE, 503),
+    (errors.IndexUnavailableError, grpc.StatusCode.UNAVAILABLE, 503),
     (errors.DuplicateClipError, grpc.StatusCode.ALREADY_EXISTS, 409),
     (errors.IndexMismatchError, grpc.StatusCode.FAILED_PRECONDITION, 409),
     (errors.InvalidQueryError, grpc.StatusCode.INVALID_ARGUMENT, 400),  # page tokens included

@@ -1,0 +1,115 @@
+"""How to reach a Milvus collection and how its vector index is built: parsed once, at the edge."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from vidsearch.errors import ConfigError
+
+SCHEME = "milvus://"
+INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "DISKANN", "GPU_CAGRA")
+"""Index types vidsearch knows how to tune; FLAT is exact (brute force)."""
+
+DEFAULT_BUILD_PARAMS: Mapping[str, Mapping[str, int | str]] = {
+    "FLAT": {},
+    "HNSW": {"M": 32, "efConstruction": 200},
+    "IVF_FLAT": {"nlist": 1024},
+    "IVF_SQ8": {"nlist": 1024},
+    "DISKANN": {},
+    "GPU_CAGRA": {"intermediate_graph_degree": 64, "graph_degree": 32},
+}
+DEFAULT_SEARCH_PARAMS: Mapping[str, Mapping[str, int | str]] = {
+    "FLAT": {},
+    "HNSW": {"ef": 128},
+    "IVF_FLAT": {"nprobe": 32},
+    "IVF_SQ8": {"nprobe": 32},
+    "DISKANN": {"search_list": 100},
+    "GPU_CAGRA": {"itopk_size": 128},
+}
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+@dataclass(frozen=True)
+class MilvusIndexSpec:
+    """The vector index of a collection: its type, build parameters, default search parameters.
+
+    Metric is always inner product (IP), on the L2-normalised vectors the index stores.
+    """
+
+    index_type: str = "HNSW"
+    build_params: Mapping[str, int | str] = field(default_factory=dict)
+    search_params: Mapping[str, int | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.index_type not in INDEX_TYPES:
+            raise ConfigError(f"Milvus index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
+
+    @property
+    def build(self) -> dict[str, int | str]:
+        return {**DEFAULT_BUILD_PARAMS[self.index_type], **self.build_params}
+
+    @property
+    def search(self) -> dict[str, int | str]:
+        return {**DEFAULT_SEARCH_PARAMS[self.index_type], **self.search_params}
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """A Milvus server and one collection on it.
+
+    `uri` is what pymilvus connects to (http://host:port, or https:// for TLS); `token` is
+    "user:password" or an API key (empty: no authentication). `timeout_s` bounds every call, so an
+    unreachable server is reported (IndexUnavailableError) instead of waited for.
+    `consistency` "Session" gives read-your-writes to this process: a search sees every write this
+    client made before it, without paying "Strong"'s wait for every other writer.
+    """
+
+    uri: str
+    collection: str
+    token: str = ""
+    db_name: str = ""
+    timeout_s: float = 10.0
+    consistency: str = "Session"
+
+    def __post_init__(self) -> None:
+        if not _COLLECTION_NAME.fullmatch(self.collection):
+            raise ConfigError(
+                f"collection name {self.collection!r}: letters, digits and underscores, "
+                "not starting with a digit"
+            )
+        if self.consistency not in CONSISTENCY_LEVELS:
+            raise ConfigError(f"consistency {self.consistency!r}: use one of {', '.join(CONSISTENCY_LEVELS)}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be positive, got {self.timeout_s}")
+
+    @classmethod
+    def parse(cls, text: str, **options: object) -> MilvusTarget:
+        """`milvus://HOST:PORT/COLLECTION` (or `milvus+https://…` for TLS) → a target."""
+        secure = text.startswith("milvus+https://")
+        if not (text.startswith(SCHEME) or secure):
+            raise ConfigError(f"{text!r} is not a Milvus index address: use milvus://HOST:PORT/COLLECTION")
+        parts = urlsplit(text)
+        collection = parts.path.strip("/")
+        if not parts.hostname or not collection or parts.query or parts.fragment:
+            raise ConfigError(f"{text!r}: expected milvus://HOST:PORT/COLLECTION")
+        try:
+            port = parts.port or 19530
+        except ValueError:
+            raise ConfigError(f"{text!r}: the port is not a number in [0, 65535]") from None
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        uri = f"{'https' if secure else 'http'}://{host}:{port}"
+        return cls(uri=uri, collection=collection, **options)  # type: ignore[arg-type]
+
+    @property
+    def address(self) -> str:
+        """The target as `milvus://` text (no credentials), for logs and stats."""
+        scheme = "milvus+https" if self.uri.startswith("https://") else "milvus"
+        return f"{scheme}://{self.uri.split('://', 1)[1]}/{self.collection}"
+
+
+def is_milvus_address(text: str) -> bool:
+    return text.startswith((SCHEME, "milvus+https://"))

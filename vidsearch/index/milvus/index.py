@@ -1,0 +1,518 @@
+"""`MilvusClipIndex`: the `ClipIndex` of a Milvus collection, for collections that outgrow one machine.
+
+One collection holds the clips of one embedding model and dimension: clip id (primary key), video id
+(partition key, so a video's clips live together and "search this video" touches one partition),
+uri, start, end, model, model version, tags, JSON attributes and the L2-normalised vector, indexed for
+inner product. The collection's description records the model, its checksum and the key of the page
+tokens, so every process that opens it agrees on all three. Filters become escaped Milvus expressions
+(`expressions`); paging and grouping are the backend-neutral ones of `paging`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from vidsearch.errors import (
+    ClipIndexError,
+    DuplicateClipError,
+    IndexFormatError,
+    IndexMismatchError,
+    IndexUnavailableError,
+    InvalidClipError,
+    MissingDependencyError,
+)
+from vidsearch.index.base import (
+    ClipRecord,
+    Hit,
+    IndexStats,
+    SearchFilter,
+    SearchOptions,
+    SearchPage,
+    Tuning,
+    check_top_k,
+    normalise_rows,
+)
+from vidsearch.index.milvus import expressions as ex
+from vidsearch.index.milvus.config import MilvusIndexSpec, MilvusTarget
+from vidsearch.index.paging import paginate
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vidsearch-clips/1"
+VECTOR = "vector"
+MAX_ID_LENGTH = 512
+MAX_URI_LENGTH = 4096
+MAX_NAME_LENGTH = 256
+MAX_TAGS = 64
+_FIELDS = ("clip_id", "video_id", "uri", "start_s", "end_s", "model", "model_version", "tags", "attributes")
+_LOOKUP_BATCH = 1000
+_UNAVAILABLE_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class MilvusCollectionConfig:
+    """A new collection: what it embeds and how its vector index is built."""
+
+    dim: int
+    model: str
+    model_checksum: str = ""
+    index: MilvusIndexSpec = field(default_factory=MilvusIndexSpec)
+    shards: int = 1
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What the collection's description records (written once, at creation)."""
+
+    dim: int
+    model: str
+    model_checksum: str
+    page_token_key: bytes
+    index: MilvusIndexSpec
+
+    def text(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "dim": self.dim, "model": self.model, "model_checksum": self.model_checksum,
+            "page_token_key": self.page_token_key.hex(), "index_type": self.index.index_type,
+            "build_params": dict(self.index.build), "search_params": dict(self.index.search),
+        }, sort_keys=True)  # fmt: skip
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> _Described:
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}")
+            spec = MilvusIndexSpec(data["index_type"], data["build_params"], data["search_params"])
+            return cls(int(data["dim"]), str(data["model"]), str(data["model_checksum"]),
+                       bytes.fromhex(data["page_token_key"]), spec)  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IndexFormatError(f"{where} is not a vidsearch clip collection ({exc})") from exc
+
+
+def _pymilvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the Milvus index needs pymilvus: pip install 'vidsearch[milvus]'"
+        ) from exc
+    return pymilvus
+
+
+def _unavailable(exc: Exception) -> bool:
+    """Whether a pymilvus error means "cannot reach the server now" rather than "refused"."""
+    pymilvus = _pymilvus()
+    if isinstance(exc, pymilvus.exceptions.MilvusUnavailableException | pymilvus.exceptions.ConnectError):
+        return True
+    code = getattr(exc, "code", None)
+    name = getattr(code, "name", str(code))
+    text = str(exc)
+    return (
+        name in _UNAVAILABLE_CODES
+        or "UNAVAILABLE" in text
+        or "DEADLINE_EXCEEDED" in text
+        or ("Fail connecting to server" in text)
+    )
+
+
+class MilvusClipIndex:
+    """A clip index in a Milvus collection. Thread-safe (pymilvus clients are)."""
+
+    def __init__(self, client: Any, target: MilvusTarget, described: _Described) -> None:
+        self._client = client
+        self._target = target
+        self._d = described
+        self._closed = threading.Event()
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, target: MilvusTarget) -> Any:
+        """A pymilvus client for the target; IndexUnavailableError when the server cannot be reached."""
+        pymilvus = _pymilvus()
+        return _translate(
+            target,
+            "connect",
+            lambda: pymilvus.MilvusClient(
+                uri=target.uri, token=target.token, db_name=target.db_name, timeout=target.timeout_s
+            ),
+        )
+
+    @classmethod
+    def create(cls, target: MilvusTarget, config: MilvusCollectionConfig) -> MilvusClipIndex:
+        """A new, empty collection (ClipIndexError if one of that name exists), indexed and loaded."""
+        client = cls.connect(target)
+        if _translate(target, "look up the collection", lambda: client.has_collection(target.collection)):
+            client.close()
+            raise ClipIndexError(f"{target.address} exists already: open it, or drop it first")
+        described = _Described(config.dim, config.model, config.model_checksum, secrets.token_bytes(32),
+                               config.index)  # fmt: skip
+        schema = _schema(client, config.dim, described.text())
+        index_params = client.prepare_index_params()
+        index_params.add_index(field_name=VECTOR, index_type=config.index.index_type, metric_type="IP",
+                               params=config.index.build)  # fmt: skip
+
+        def make() -> None:
+            client.create_collection(
+                target.collection,
+                schema=schema,
+                index_params=index_params,
+                consistency_level=target.consistency,
+                num_shards=config.shards,
+            )
+            client.load_collection(target.collection)  # fmt: skip
+
+        _translate(target, "create the collection", make)
+        log.info("created %s: %d-d %s, %s", target.address, config.dim, config.model, config.index.index_type)
+        return cls(client, target, described)
+
+    @classmethod
+    def open(
+        cls,
+        target: MilvusTarget,
+        *,
+        expect_dim: int | None = None,
+        expect_model: str | None = None,
+        expect_model_checksum: str | None = None,
+    ) -> MilvusClipIndex:
+        """Open an existing collection, refusing one of another model or dimension (IndexMismatchError)."""
+        client = cls.connect(target)
+        try:
+            info = _translate(target, "describe the collection", lambda: _describe(client, target))
+            described = _Described.parse(info.get("description", ""), target.address)
+            _check_expected(described, target, expect_dim, expect_model, expect_model_checksum)
+            _translate(target, "load the collection", lambda: client.load_collection(target.collection))
+        except BaseException:
+            client.close()
+            raise
+        return cls(client, target, described)
+
+    @classmethod
+    def open_or_create(cls, target: MilvusTarget, config: MilvusCollectionConfig) -> MilvusClipIndex:
+        """Open the collection if it exists (it must hold `config`'s model and dimension), else create it."""
+        client = cls.connect(target)
+        try:
+            exists = _translate(
+                target, "look up the collection", lambda: client.has_collection(target.collection)
+            )
+        finally:
+            client.close()
+        if exists:
+            return cls.open(target, expect_dim=config.dim, expect_model=config.model,
+                            expect_model_checksum=config.model_checksum or None)  # fmt: skip
+        return cls.create(target, config)
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._d.dim
+
+    @property
+    def model(self) -> str:
+        return self._d.model
+
+    @property
+    def target(self) -> MilvusTarget:
+        return self._target
+
+    @property
+    def page_token_key(self) -> bytes:
+        return self._d.page_token_key
+
+    def __len__(self) -> int:
+        rows = self._call("count clips", lambda: self._client.query(
+            self._target.collection, filter="", output_fields=["count(*)"],
+            consistency_level=self._target.consistency))  # fmt: skip
+        return int(rows[0]["count(*)"])
+
+    # -- changes ---------------------------------------------------------------------------------
+
+    def add(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
+        rows = self._rows(records, vectors)
+        if not rows:
+            return
+        present = self._existing([r["clip_id"] for r in rows])
+        if present:
+            raise DuplicateClipError(f"clip ids already in the index: {sorted(present)[:5]} (use upsert)")
+        self._call("insert clips", lambda: self._client.insert(self._target.collection, rows))
+
+    def upsert(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
+        rows = self._rows(records, vectors)
+        if rows:
+            self._call("upsert clips", lambda: self._client.upsert(self._target.collection, rows))
+
+    def delete_clips(self, clip_ids: Iterable[str]) -> int:
+        present = self._existing(list(clip_ids))
+        for batch in _batches(sorted(present)):
+            self._call("delete clips", lambda b=batch: self._client.delete(self._target.collection, ids=b))
+        if present:
+            self._settle()
+        return len(present)
+
+    def delete_videos(self, video_ids: Iterable[str]) -> int:
+        videos = sorted(set(video_ids))
+        removed = 0
+        for batch in _batches(videos):
+            expression = ex.video_ids_expression(batch)
+            removed += self._count(expression)
+            self._call("delete videos", lambda e=expression: self._client.delete(
+                self._target.collection, filter=e))  # fmt: skip
+        if removed:
+            self._settle()
+        return removed
+
+    def _settle(self) -> None:
+        """Make a delete visible to this process's next reads.
+
+        Milvus 2.3 answers a delete without the timestamp that "Session" reads wait for (inserts and
+        upserts have one), so one "Strong" read waits until the query nodes have applied it; reads run
+        at their node's latest applied time, so every later read sees the delete too.
+        """
+        self._call(
+            "wait for the delete",
+            lambda: self._client.query(
+                self._target.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            ),
+        )
+
+    def _rows(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> list[dict[str, Any]]:
+        """Validated rows for insert/upsert: one per record, vectors normalised."""
+        vecs = normalise_rows(vectors, self.dim, what="clip")
+        batch = list(records)
+        if len(batch) != vecs.shape[0]:
+            raise InvalidClipError(f"{len(batch)} records for {vecs.shape[0]} vectors")
+        seen: set[str] = set()
+        for record in batch:
+            _check_record(record, self.model)
+            if record.clip_id in seen:
+                raise InvalidClipError(f"clip id {record.clip_id!r} appears twice in one batch")
+            seen.add(record.clip_id)
+        return [_row(record, vector) for record, vector in zip(batch, vecs, strict=True)]
+
+    def _existing(self, clip_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for batch in _batches(sorted(set(clip_ids))):
+            rows = self._query(ex.clip_ids_expression(batch), [ex.CLIP_ID])
+            found.update(row[ex.CLIP_ID] for row in rows)
+        return found
+
+    def _count(self, expression: str) -> int:
+        rows = self._call("count clips", lambda: self._client.query(
+            self._target.collection, filter=expression, output_fields=["count(*)"],
+            consistency_level=self._target.consistency))  # fmt: skip
+        return int(rows[0]["count(*)"])
+
+    def _query(self, expression: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+        return list(self._call("query clips", lambda: self._client.query(
+            self._target.collection, filter=expression, output_fields=list(fields),
+            consistency_level=self._target.consistency)))  # fmt: skip
+
+    # -- search ----------------------------------------------------------------------------------
+
+    def search_hits(
+        self, queries: np.ndarray, k: int, search_filter: SearchFilter, tuning: Tuning
+    ) -> list[list[Hit]]:
+        check_top_k(k)
+        vectors = normalise_rows(queries, self.dim, what="query")
+        if vectors.shape[0] == 0 or ex.matches_nothing(search_filter):
+            return [[] for _ in range(vectors.shape[0])]
+        expression = ex.filter_expression(search_filter) or ""
+        params = {"metric_type": "IP", "params": self._search_params(k, tuning)}
+        results = self._call("search", lambda: self._client.search(
+            self._target.collection, data=list(vectors), filter=expression, limit=k,
+            output_fields=list(_FIELDS), search_params=params, anns_field=VECTOR,
+            consistency_level=self._target.consistency))  # fmt: skip
+        return [[Hit(_record(hit["entity"]), float(hit["distance"])) for hit in row] for row in results]
+
+    def _search_params(self, k: int, tuning: Tuning) -> dict[str, int | str]:
+        """The recorded search parameters, the query's tuning, and the floors Milvus puts on them."""
+        params = dict(self._d.index.search)
+        kind = self._d.index.index_type
+        if tuning.nprobe is not None and kind.startswith("IVF"):
+            params["nprobe"] = tuning.nprobe
+        if kind == "HNSW":
+            params["ef"] = max(int(tuning.ef_search or params.get("ef", k)), k)
+        elif kind == "DISKANN":
+            params["search_list"] = max(int(params.get("search_list", k)), k)
+        elif kind == "GPU_CAGRA":
+            params["itopk_size"] = max(int(params.get("itopk_size", k)), k)
+        return params
+
+    def search(
+        self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
+    ) -> list[SearchPage]:
+        return paginate(self.search_hits, queries, self.dim, options, page_tokens, self._d.page_token_key)
+
+    def get(self, clip_ids: Iterable[str]) -> dict[str, ClipRecord]:
+        out: dict[str, ClipRecord] = {}
+        for batch in _batches(sorted(set(clip_ids))):
+            for row in self._query(ex.clip_ids_expression(batch), _FIELDS):
+                record = _record(row)
+                out[record.clip_id] = record
+        return out
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Seal what was written so far into persisted segments (Milvus logs every write already)."""
+        self._call("flush", lambda: self._client.flush(self._target.collection))
+
+    def wait_indexed(self) -> None:
+        """Block until every sealed segment has its vector index built (after a bulk load)."""
+        self._call("wait for the index", lambda: self._client._get_connection().wait_for_creating_index(
+            self._target.collection, VECTOR, timeout=None))  # fmt: skip
+
+    def videos(self) -> int:
+        """How many videos have clips here: a scan of the video id column (costly on large collections)."""
+        seen: set[str] = set()
+        iterator = self._call("scan video ids", lambda: self._client.query_iterator(
+            self._target.collection, batch_size=16_384, filter="", output_fields=[ex.VIDEO_ID]))  # fmt: skip
+        try:
+            while rows := self._call("scan video ids", iterator.next):
+                seen.update(row[ex.VIDEO_ID] for row in rows)
+        finally:
+            iterator.close()
+        return len(seen)
+
+    def stats(self) -> IndexStats:
+        version = self._call("ask the server version", self._client.get_server_version)
+        return IndexStats(
+            clips=len(self),
+            videos=self.videos(),
+            dim=self.dim,
+            model=self.model,
+            model_checksum=self._d.model_checksum,
+            backend=f"milvus {version} at {self._target.address}",
+            index_type=self._d.index.index_type,
+            vectors=len(self),
+            tombstones=0,
+            size_bytes=0,
+            read_only=False,
+            device="gpu" if self._d.index.index_type.startswith("GPU") else "cpu",
+            params={**self._d.index.build, **self._d.index.search, "consistency": self._target.consistency},
+        )
+
+    def drop(self) -> None:
+        """Delete the collection and everything in it (used by `index build` to replace one)."""
+        self._call("drop the collection", lambda: self._client.drop_collection(self._target.collection))
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._client.close()
+
+    def __enter__(self) -> MilvusClipIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        return _translate(self._target, what, call)
+
+
+def _translate(target: MilvusTarget, what: str, call: Callable[[], _T]) -> _T:
+    """Run a pymilvus call, turning its errors into vidsearch's: unreachable → IndexUnavailableError."""
+    pymilvus = _pymilvus()
+    try:
+        return call()
+    except pymilvus.exceptions.MilvusException as exc:
+        if _unavailable(exc):
+            raise IndexUnavailableError(
+                f"Milvus at {target.address} cannot be reached ({what}): {exc.message}"
+            ) from exc
+        raise ClipIndexError(f"Milvus at {target.address} refused to {what}: {exc.message}") from exc
+
+
+def _describe(client: Any, target: MilvusTarget) -> dict[str, Any]:
+    if not client.has_collection(target.collection):
+        raise IndexMismatchError(f"{target.address} holds no collection of that name (build one first)")
+    return dict(client.describe_collection(target.collection))
+
+
+def _check_expected(
+    described: _Described,
+    target: MilvusTarget,
+    dim: int | None,
+    model: str | None,
+    checksum: str | None,
+) -> None:
+    if dim is not None and described.dim != dim:
+        raise IndexMismatchError(f"{target.address} holds {described.dim}-d vectors, expected {dim}-d")
+    if model is not None and described.model != model:
+        raise IndexMismatchError(f"{target.address} holds {described.model!r} embeddings, expected {model!r}")
+    if checksum and described.model_checksum and described.model_checksum != checksum:
+        raise IndexMismatchError(
+            f"{target.address} was built with weights {described.model_checksum}, expected {checksum}"
+        )
+
+
+def _schema(client: Any, dim: int, description: str) -> Any:
+    types = _pymilvus().DataType
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
+    schema.add_field("clip_id", types.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+    schema.add_field("video_id", types.VARCHAR, is_partition_key=True, max_length=MAX_ID_LENGTH)
+    schema.add_field("uri", types.VARCHAR, max_length=MAX_URI_LENGTH)
+    schema.add_field("start_s", types.DOUBLE)
+    schema.add_field("end_s", types.DOUBLE)
+    schema.add_field("model", types.VARCHAR, max_length=MAX_NAME_LENGTH)
+    schema.add_field("model_version", types.VARCHAR, max_length=MAX_NAME_LENGTH)
+    schema.add_field("tags", types.ARRAY, element_type=types.VARCHAR, max_capacity=MAX_TAGS,
+                     max_length=MAX_NAME_LENGTH)  # fmt: skip
+    schema.add_field("attributes", types.JSON)
+    schema.add_field(VECTOR, types.FLOAT_VECTOR, dim=dim)
+    return schema
+
+
+def _check_record(record: ClipRecord, model: str) -> None:
+    """What Milvus would refuse with a server error, refused here with a message that names the clip."""
+    if record.model != model:
+        raise IndexMismatchError(
+            f"clip {record.clip_id!r} is a {record.model!r} embedding; this index holds {model!r}"
+        )
+    limits = (
+        ("clip_id", record.clip_id, MAX_ID_LENGTH),
+        ("video_id", record.video_id, MAX_ID_LENGTH),
+        ("uri", record.uri, MAX_URI_LENGTH),
+        ("model_version", record.model_version, MAX_NAME_LENGTH),
+    )
+    for name, value, limit in limits:
+        if len(value.encode()) > limit:
+            raise InvalidClipError(f"clip {record.clip_id[:80]!r}: {name} is longer than {limit} bytes")
+    if len(record.tags) > MAX_TAGS or any(len(t.encode()) > MAX_NAME_LENGTH for t in record.tags):
+        raise InvalidClipError(
+            f"clip {record.clip_id!r}: at most {MAX_TAGS} tags of at most {MAX_NAME_LENGTH} bytes each"
+        )
+
+
+def _row(record: ClipRecord, vector: np.ndarray) -> dict[str, Any]:
+    return {
+        "clip_id": record.clip_id, "video_id": record.video_id, "uri": record.uri,
+        "start_s": record.start_s, "end_s": record.end_s, "model": record.model,
+        "model_version": record.model_version, "tags": sorted(record.tags),
+        "attributes": dict(record.attributes), VECTOR: vector,
+    }  # fmt: skip
+
+
+def _record(row: dict[str, Any]) -> ClipRecord:
+    return ClipRecord(
+        clip_id=row["clip_id"], video_id=row["video_id"], uri=row["uri"], start_s=float(row["start_s"]),
+        end_s=float(row["end_s"]), model=row["model"], model_version=row["model_version"],
+        tags=frozenset(row["tags"] or ()), attributes=row["attributes"] or {},
+    )  # fmt: skip
+
+
+def _batches(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _LOOKUP_BATCH):
+        yield values[start : start + _LOOKUP_BATCH]
