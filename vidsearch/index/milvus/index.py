@@ -16,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -255,7 +256,7 @@ class MilvusClipIndex:
     def delete_clips(self, clip_ids: Iterable[str]) -> int:
         present = self._existing(list(clip_ids))
         for batch in _batches(sorted(present)):
-            self._call("delete clips", lambda b=batch: self._client.delete(self._target.collection, ids=b))
+            self._call("delete clips", partial(self._client.delete, self._target.collection, ids=list(batch)))
         if present:
             self._settle()
         return len(present)
@@ -266,8 +267,9 @@ class MilvusClipIndex:
         for batch in _batches(videos):
             expression = ex.video_ids_expression(batch)
             removed += self._count(expression)
-            self._call("delete videos", lambda e=expression: self._client.delete(
-                self._target.collection, filter=e))  # fmt: skip
+            self._call(
+                "delete videos", partial(self._client.delete, self._target.collection, filter=expression)
+            )
         if removed:
             self._settle()
         return removed
@@ -419,13 +421,28 @@ class MilvusClipIndex:
         self.close()
 
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
+        """A pymilvus call with vidsearch's errors; a collection that a restarted Milvus has not
+        loaded again is loaded, and the call retried once."""
+        pymilvus = _pymilvus()
+        try:
+            return call()
+        except pymilvus.exceptions.MilvusException as exc:
+            if "not loaded" not in str(exc.message):
+                return _translate(self._target, what, call, first=exc)
+        log.warning("%s is not loaded (Milvus restarted?): loading it", self._target.address)
+        _translate(
+            self._target, "load the collection", lambda: self._client.load_collection(self._target.collection)
+        )
         return _translate(self._target, what, call)
 
 
-def _translate(target: MilvusTarget, what: str, call: Callable[[], _T]) -> _T:
-    """Run a pymilvus call, turning its errors into vidsearch's: unreachable → IndexUnavailableError."""
+def _translate(target: MilvusTarget, what: str, call: Callable[[], _T], first: Exception | None = None) -> _T:
+    """Run a pymilvus call (or report its `first` failure), turning its errors into vidsearch's:
+    unreachable → IndexUnavailableError, anything else the server refuses → ClipIndexError."""
     pymilvus = _pymilvus()
     try:
+        if first is not None:
+            raise first
         return call()
     except pymilvus.exceptions.MilvusException as exc:
         if _unavailable(exc):

@@ -1,0 +1,169 @@
+"""What only the Milvus backend has: its collection, its server, its addresses and expressions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from vidsearch.errors import (
+    ClipIndexError,
+    ConfigError,
+    IndexFormatError,
+    IndexMismatchError,
+    IndexUnavailableError,
+)
+from vidsearch.index import SearchFilter, SearchOptions, TimeRange, Tuning
+from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusIndexSpec, MilvusTarget
+from vidsearch.index.milvus.expressions import filter_expression, string_literal
+from vidsearch.serving.status import status_of
+
+from .conftest import milvus_collection
+from .helpers import MODEL, brute_force, clustered, make_records
+
+
+def test_string_literals_escape_everything_but_plain_characters() -> None:
+    assert string_literal("v12_a-b.c:d/e#f") == '"v12_a-b.c:d/e#f"'
+    assert string_literal('a"b') == '"a\\u0022b"'
+    assert string_literal("a\\b'c") == '"a\\u005cb\\u0027c"'
+    assert string_literal("\U0001f3ac") == '"\\U0001f3ac"'
+    assert string_literal("x) or (1==1") == '"x\\u0029 or \\u00281\\u003d\\u003d1"'
+
+
+def test_filter_expression_combines_every_condition() -> None:
+    search_filter = SearchFilter(
+        video_ids=frozenset({"b", "a"}), tags=frozenset({"t"}), time_range=TimeRange(1.5, 2.0)
+    )
+    assert filter_expression(search_filter) == (
+        'video_id in ["a", "b"] and array_contains_any(tags, ["t"]) and (start_s <= 2.0 and end_s > 1.5)'
+    )
+    assert filter_expression(SearchFilter()) is None
+
+
+def test_addresses_parse_into_targets() -> None:
+    target = MilvusTarget.parse("milvus://db.example:19531/clips_vit")
+    assert (target.uri, target.collection) == ("http://db.example:19531", "clips_vit")
+    assert MilvusTarget.parse("milvus+https://h/c").uri == "https://h:19530"
+    assert target.address == "milvus://db.example:19531/clips_vit"
+    for bad in ("milvus://host:1/", "http://host/c", "milvus://host:99999/c", "milvus://h/bad-name"):
+        with pytest.raises(ConfigError):
+            MilvusTarget.parse(bad)
+    with pytest.raises(ConfigError, match="IVF_PQ"):
+        MilvusIndexSpec("IVF_PQ")
+
+
+def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> None:
+    """Milvus runs in a network namespace of its own; out here only the launcher's relays listen."""
+    ours = os.readlink("/proc/self/ns/net")
+    group = [p for p in Path("/proc").glob("[0-9]*") if _group_of(p) == _launcher_pid(milvus_server)]
+    assert len(group) >= 2, "the launcher and Milvus"
+    namespaces = {os.readlink(p / "ns/net") for p in group}
+    assert len(namespaces) == 1
+    assert ours not in namespaces
+    inodes = {_socket_inode(fd) for p in group for fd in (p / "fd").iterdir()} - {None}
+    listening = [
+        fields[1]
+        for table in ("tcp", "tcp6")
+        for fields in (line.split() for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:])
+        if fields[3] == "0A" and int(fields[9]) in inodes
+    ]
+    assert len(listening) == 2, "the gRPC and health relays"
+    assert all(address.startswith("0100007F:") for address in listening), listening
+
+
+def _socket_inode(fd: Path) -> int | None:
+    try:
+        target = os.readlink(fd)
+    except OSError:
+        return None
+    return int(target[8:-1]) if target.startswith("socket:[") else None
+
+
+def _launcher_pid(server: LocalMilvus) -> int:
+    process = server._process
+    assert process is not None
+    return process.pid
+
+
+def _group_of(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError):
+        return None
+
+
+def test_collection_of_another_model_or_dimension_is_refused(milvus_server: LocalMilvus) -> None:
+    index = milvus_collection(milvus_server, dim=8)
+    try:
+        target = index.target
+        with pytest.raises(IndexMismatchError, match="8-d vectors, expected 16-d"):
+            MilvusClipIndex.open(target, expect_dim=16)
+        with pytest.raises(IndexMismatchError, match="expected 'other'"):
+            MilvusClipIndex.open(target, expect_model="other")
+        with MilvusClipIndex.open(target, expect_dim=8, expect_model=MODEL) as again:
+            assert again.page_token_key == index.page_token_key, "pages continue in another process"
+        with pytest.raises(ClipIndexError, match="exists already"):
+            milvus_collection_named(milvus_server, target.collection)
+    finally:
+        index.drop()
+        index.close()
+    with pytest.raises(IndexMismatchError, match="no collection"):
+        MilvusClipIndex.open(target)
+
+
+def milvus_collection_named(server: LocalMilvus, name: str) -> MilvusClipIndex:
+    from vidsearch.index.milvus import MilvusCollectionConfig
+
+    return MilvusClipIndex.create(MilvusTarget(server.uri, name), MilvusCollectionConfig(dim=8, model=MODEL))
+
+
+def test_foreign_collection_is_not_opened(milvus_server: LocalMilvus) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_server.uri)
+    try:
+        client.create_collection("foreign", dimension=8)
+        with pytest.raises(IndexFormatError, match="not a vidsearch clip collection"):
+            MilvusClipIndex.open(MilvusTarget(milvus_server.uri, "foreign"))
+    finally:
+        client.drop_collection("foreign")
+        client.close()
+
+
+def test_hnsw_collection_finds_the_exact_neighbours(milvus_server: LocalMilvus) -> None:
+    records, vectors, queries = make_records(2000), clustered(2000, 32, seed=21), clustered(20, 32, seed=22)
+    with milvus_collection(milvus_server, 32, index_type="HNSW") as index:
+        index.add(records, vectors)
+        index.flush()
+        hits = index.search_hits(queries, 10, SearchFilter(), Tuning(ef_search=64))
+        expected = brute_force(records, vectors, queries, 10)
+        found = sum(
+            len({h.clip.clip_id for h in got} & {c for c, _ in want})
+            for got, want in zip(hits, expected, strict=True)
+        )
+        assert found / (10 * len(queries)) >= 0.9
+        assert index.stats().index_type == "HNSW"
+        index.drop()
+
+
+@pytest.mark.slow
+def test_unreachable_server_is_unavailable_and_the_index_recovers(milvus_server: LocalMilvus) -> None:
+    records, vectors = make_records(50), clustered(50, 8, seed=23)
+    index = milvus_collection(milvus_server, 8)
+    index.add(records, vectors)
+    index = MilvusClipIndex.open(MilvusTarget(milvus_server.uri, index.target.collection, timeout_s=3.0))
+    milvus_server.stop()
+    try:
+        with pytest.raises(IndexUnavailableError, match="cannot be reached") as caught:
+            index.search(vectors[:1], SearchOptions(top_k=5))
+        assert status_of(caught.value) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        milvus_server.start()
+    hits = index.search_hits(vectors[:1], 5, SearchFilter(), Tuning())[0]
+    assert hits[0].clip.clip_id == "c0"
+    assert np.isclose(hits[0].score, 1.0, atol=1e-5)
+    index.drop()
+    index.close()
