@@ -1,8 +1,15 @@
 """Fixtures shared by every test folder."""
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
 
 from .video.media import VideoFactory
+
+if TYPE_CHECKING:
+    from vidsearch.index.milvus import LocalMilvus
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +32,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalMilvus"]:
+    """One real standalone Milvus for the whole session, started on first use, reachable on 127.0.0.1 only.
+
+    It is the `milvus` wheel's server (installed by `make test`), with its data in a temporary folder;
+    a start that fails raises with the server's log; the server and its launcher are killed at the end.
+    """
+    from vidsearch.index.milvus import LocalMilvus
+
+    server = LocalMilvus(Path(tmp_path_factory.mktemp("milvus")), startup_timeout_s=240)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

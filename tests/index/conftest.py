@@ -1,14 +1,12 @@
 """The index backends every contract test runs against: FAISS in-process, and a real Milvus server.
 
-One standalone Milvus (the `milvus` wheel's, on 127.0.0.1 only) is started per test session, on first
-use, with its data in a temporary folder; it is killed (with its whole process group) at the end.
+The Milvus server is the session's one (`milvus_server` in tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,16 +25,6 @@ from .helpers import MODEL, build
 BACKENDS = ("faiss", "milvus")
 BuildFn = Callable[[list[ClipRecord], np.ndarray], ClipIndex]
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMilvus]:
-    server = LocalMilvus(Path(tmp_path_factory.mktemp("milvus")), startup_timeout_s=240)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def milvus_collection(

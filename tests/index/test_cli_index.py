@@ -11,6 +11,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
+from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusTarget
 from vidsearch.index.parquet import ShardRows, shard_table, write_shard
 
 from .helpers import clustered
@@ -115,3 +116,35 @@ def test_errors_are_reported_without_a_traceback(tmp_path: Path) -> None:
     )
     assert bad_gpu.exit_code == 2
     assert "auto, never or require" in bad_gpu.output
+
+
+def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: LocalMilvus) -> None:
+    write_shards(tmp_path / "shards")
+    runner = CliRunner()
+    build = ["index", "build", "--from", str(tmp_path / "shards"), "--backend", "milvus",
+             "--milvus-uri", milvus_server.uri, "--collection", "cli_built",
+             "--milvus-index", "IVF_SQ8"]  # fmt: skip
+    built = runner.invoke(app, build)
+    assert built.exit_code == 0, built.output
+    assert "120 clips, 20 videos, IVF_SQ8" in built.stdout
+
+    again = runner.invoke(app, build)
+    assert again.exit_code == 1
+    assert "exists already" in again.stderr
+    assert runner.invoke(app, [*build, "--replace"]).exit_code == 0
+
+    address = milvus_server.uri.replace("http://", "milvus://") + "/cli_built"
+    shown = runner.invoke(app, ["index", "stats", address, "--json"])
+    assert shown.exit_code == 0, shown.output
+    stats = json.loads(shown.stdout)
+    assert (stats["clips"], stats["videos"], stats["dim"]) == (120, 20, 16)
+    assert (stats["model"], stats["model_checksum"]) == ("viclip-b16", "sha256:0123")
+    assert stats["backend"].startswith("milvus ")
+
+    with MilvusClipIndex.open(MilvusTarget.parse(address), expect_model="viclip-b16") as index:
+        assert index.get(["c7"])["c7"].uri == "file:///v1.mp4"
+        index.drop()
+
+    no_collection = runner.invoke(app, [*build[:4], "--backend", "milvus"])
+    assert no_collection.exit_code == 2
+    assert "--milvus-uri" in no_collection.output

@@ -1,11 +1,19 @@
-"""`vidsearch index …`: build an index from the shards of `vidsearch embed`, inspect and verify one."""
+"""`vidsearch index …`: build an index (a directory, or a Milvus collection) from the shards of
+`vidsearch embed`, inspect and verify one."""
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from vidsearch.cli.common import fail
+
+if TYPE_CHECKING:
+    from vidsearch.index.base import IndexStats
+
+ENV_MILVUS_TOKEN = "VIDSEARCH_MILVUS_TOKEN"
+"""A Milvus token ("user:password" or an API key); kept out of the command line and the URI."""
 
 index_app = typer.Typer(help="Build and inspect clip indexes.", no_args_is_help=True)
 
@@ -13,29 +21,60 @@ index_app = typer.Typer(help="Build and inspect clip indexes.", no_args_is_help=
 @index_app.command("build")
 def index_build(
     source: Annotated[Path, typer.Option("--from", help="Directory of Parquet embedding shards.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write (replaced atomically).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Index directory (faiss; replaced atomically).")
+    ] = None,
+    backend: Annotated[Literal["faiss", "milvus"], typer.Option(help="faiss: an index directory; "
+                                                                     "milvus: a collection.")] = "faiss",
     factory: Annotated[
         str | None, typer.Option(help="FAISS factory string, e.g. 'HNSW32,Flat' (default: chosen by size).")
     ] = None,
     gpu: Annotated[str, typer.Option(help="auto | never | require: run the index on GPUs.")] = "auto",
     batch_rows: Annotated[int, typer.Option(min=1, help="Rows read and added per batch.")] = 65_536,
     expect_model: Annotated[str | None, typer.Option(help="Refuse shards of any other model.")] = None,
+    milvus_uri: Annotated[str | None, typer.Option(help="Milvus server: http://HOST:19530.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Milvus collection to create.")] = None,
+    milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_SQ8, DISKANN, GPU_CAGRA, "
+                                                   "FLAT.")] = "HNSW",
+    replace: Annotated[bool, typer.Option(help="Drop an existing collection of that name first.")] = False,
 ) -> None:
-    """Build an index directory from the Parquet shards of `vidsearch embed`."""
+    """Build an index from the Parquet shards of `vidsearch embed`: a directory, or a Milvus collection."""
     from vidsearch.errors import VidsearchError
-    from vidsearch.index.base import GpuPolicy
+    from vidsearch.index.base import GpuPolicy, IndexStats
     from vidsearch.index.build import BuildOptions, build_from_parquet
 
     try:
         policy = GpuPolicy(gpu)
     except ValueError:
         raise typer.BadParameter(f"{gpu!r}: use auto, never or require", param_hint="--gpu") from None
-    options = BuildOptions(factory=factory, batch_rows=batch_rows, gpu=policy, expect_model=expect_model)
+    stats: IndexStats
     try:
-        stats = build_from_parquet(source, out, options)
+        if backend == "milvus":
+            where = f"{milvus_uri} collection {collection}"
+            stats = _build_milvus(source, milvus_uri, collection, milvus_index, expect_model, replace)
+        else:
+            if out is None:
+                raise typer.BadParameter("faiss writes an index directory: give --out", param_hint="--out")
+            options = BuildOptions(factory, batch_rows, policy, expect_model=expect_model)
+            stats = build_from_parquet(source, out, options)
+            where = str(out)
     except VidsearchError as exc:
         fail(exc)
-    typer.echo(f"built {out}: {stats.clips} clips, {stats.videos} videos, {stats.index_type}, {stats.device}")
+    summary = f"{stats.clips} clips, {stats.videos} videos, {stats.index_type}, {stats.device}"
+    typer.echo(f"built {where}: {summary}")
+
+
+def _build_milvus(source: Path, uri: str | None, collection: str | None, index_type: str,
+                  expect_model: str | None, replace: bool) -> "IndexStats":
+    from vidsearch.index.milvus import MilvusIndexSpec, MilvusTarget
+    from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
+
+    if not uri or not collection:
+        raise typer.BadParameter("the milvus backend needs --milvus-uri and --collection",
+                                 param_hint="--backend")
+    target = MilvusTarget(uri=uri, collection=collection, token=os.environ.get(ENV_MILVUS_TOKEN, ""))
+    options = MilvusBuildOptions(MilvusIndexSpec(index_type), expect_model=expect_model, replace=replace)
+    return build_collection_from_parquet(source, target, options)
 
 
 @index_app.command("verify")
@@ -54,10 +93,10 @@ def index_verify(directory: Annotated[Path, typer.Argument(help="Index directory
 
 @index_app.command("stats")
 def index_stats(
-    directory: Annotated[Path, typer.Argument(help="Index directory.")],
+    where: Annotated[str, typer.Argument(help="Index directory, or milvus://HOST:PORT/COLLECTION.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Show what an index directory holds and how it is built."""
+    """Show what an index (a directory or a Milvus collection) holds and how it is built."""
     import dataclasses
     import json
 
@@ -66,16 +105,23 @@ def index_stats(
 
     from vidsearch.errors import VidsearchError
     from vidsearch.index import FaissClipIndex, GpuPolicy, OpenOptions
+    from vidsearch.index.milvus import MilvusClipIndex, MilvusTarget, is_milvus_address
 
     try:
-        with FaissClipIndex.open(directory, OpenOptions(read_only=True, gpu=GpuPolicy.NEVER)) as index:
-            stats = dataclasses.asdict(index.stats())
+        if is_milvus_address(where):
+            target = MilvusTarget.parse(where, token=os.environ.get(ENV_MILVUS_TOKEN, ""))
+            with MilvusClipIndex.open(target) as milvus:
+                stats = dataclasses.asdict(milvus.stats())
+        else:
+            options = OpenOptions(read_only=True, gpu=GpuPolicy.NEVER)
+            with FaissClipIndex.open(Path(where), options) as index:
+                stats = dataclasses.asdict(index.stats())
     except VidsearchError as exc:
         fail(exc)
     if as_json:
         typer.echo(json.dumps(stats, indent=2, sort_keys=True))
         return
-    table = Table("field", "value", title=str(directory))
+    table = Table("field", "value", title=where)
     for name, value in stats.items():
         table.add_row(name, str(value))
     Console().print(table)

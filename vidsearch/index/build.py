@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from vidsearch.errors import IndexMismatchError
 from vidsearch.index.base import GpuPolicy, IndexStats
 from vidsearch.index.factory import plan_index
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
-from vidsearch.index.parquet import ShardSet, iter_rows, read_sample, scan_shards
+from vidsearch.index.parquet import ShardRows, ShardSet, iter_rows, read_sample, scan_shards
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,28 @@ def _first_model(shards: ShardSet) -> str:
     raise AssertionError("scan_shards guarantees at least one row")
 
 
+def shards_model(shards: ShardSet, source: Path, expect_model: str | None) -> str:
+    """The embedding model of the shards, refused (IndexMismatchError) if it is not `expect_model`."""
+    model = _first_model(shards)
+    if expect_model is not None and model != expect_model:
+        raise IndexMismatchError(f"{source}: shards hold {model!r} embeddings, expected {expect_model!r}")
+    return model
+
+
+def batches_of_one_model(shards: ShardSet, model: str, batch_rows: int) -> Iterator[ShardRows]:
+    """The shards' rows in batches, refusing (IndexMismatchError) any row of another model."""
+    for path, rows in iter_rows(shards, batch_rows):
+        odd = next((m for m in rows.models if m != model), None)
+        if odd is not None:
+            raise IndexMismatchError(f"{path}: holds {odd!r} embeddings among {model!r} ones")
+        yield rows
+
+
 def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = None) -> IndexStats:
     """Build an index from every shard under `source` and save it atomically into `dest`."""
     opts = options or BuildOptions()
     shards = scan_shards(source)
-    model = _first_model(shards)
-    if opts.expect_model is not None and model != opts.expect_model:
-        raise IndexMismatchError(
-            f"{source}: shards hold {model!r} embeddings, expected {opts.expect_model!r}"
-        )
+    model = shards_model(shards, source, opts.expect_model)
     plan = plan_index(shards.rows, shards.dim, opts.factory)
     log.info(
         "building %s over %d clips (%d-d, %s) from %d shards",
@@ -68,10 +82,7 @@ def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = 
         if not index.is_trained:
             index.train(read_sample(shards, plan.train_size, opts.seed))
         added = 0
-        for path, rows in iter_rows(shards, opts.batch_rows):
-            odd = next((m for m in rows.models if m != model), None)
-            if odd is not None:
-                raise IndexMismatchError(f"{path}: holds {odd!r} embeddings among {model!r} ones")
+        for rows in batches_of_one_model(shards, model, opts.batch_rows):
             index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
             added += len(rows)
             log.info("added %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)

@@ -14,6 +14,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -213,6 +214,21 @@ class MilvusClipIndex:
                             expect_model_checksum=config.model_checksum or None)  # fmt: skip
         return cls.create(target, config)
 
+    @classmethod
+    def remove(cls, target: MilvusTarget) -> bool:
+        """Drop the collection if it exists (whatever it holds); returns whether it existed."""
+        client = cls.connect(target)
+        try:
+            exists = _translate(
+                target, "look up the collection", lambda: client.has_collection(target.collection)
+            )
+            if exists:
+                log.info("dropping %s", target.address)
+                _translate(target, "drop the collection", lambda: client.drop_collection(target.collection))
+            return bool(exists)
+        finally:
+            client.close()
+
     # -- properties ------------------------------------------------------------------------------
 
     @property
@@ -370,10 +386,21 @@ class MilvusClipIndex:
         """Seal what was written so far into persisted segments (Milvus logs every write already)."""
         self._call("flush", lambda: self._client.flush(self._target.collection))
 
-    def wait_indexed(self) -> None:
-        """Block until every sealed segment has its vector index built (after a bulk load)."""
-        self._call("wait for the index", lambda: self._client._get_connection().wait_for_creating_index(
-            self._target.collection, VECTOR, timeout=None))  # fmt: skip
+    def wait_indexed(self, timeout_s: float = 3600.0, poll_s: float = 0.5) -> None:
+        """Block until every sealed (flushed) row is in the vector index (after a bulk load)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self._call("ask the index state", lambda: self._client.describe_index(
+                self._target.collection, VECTOR))  # fmt: skip
+            if int(state.get("pending_index_rows", 0)) == 0 and int(state.get("indexed_rows", 0)) >= int(
+                state.get("total_rows", 0)
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise ClipIndexError(
+                    f"{self._target.address}: the vector index is not built after {timeout_s} s"
+                )
+            time.sleep(poll_s)
 
     def videos(self) -> int:
         """How many videos have clips here: a scan of the video id column (costly on large collections)."""
@@ -406,7 +433,7 @@ class MilvusClipIndex:
         )
 
     def drop(self) -> None:
-        """Delete the collection and everything in it (used by `index build` to replace one)."""
+        """Delete the collection and everything in it."""
         self._call("drop the collection", lambda: self._client.drop_collection(self._target.collection))
 
     def close(self) -> None:
