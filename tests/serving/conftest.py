@@ -51,7 +51,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     return Media(root, tuple(videos), not_video, outside, escape)
 
 
-def settings_for(repository: Repository, media: Media, index: Path, **changes: Any) -> ServerSettings:
+def settings_for(repository: Repository, media: Media, index: Path | str, **changes: Any) -> ServerSettings:
     """Settings of a test server: any free ports on 127.0.0.1, the tiny models, clips of one scene."""
     values: dict[str, Any] = {
         "port": 0, "metrics_port": 0, "http": {"port": 0}, "index": index, "allowed_roots": (media.root,),

@@ -26,7 +26,8 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="gRPC port (0: any free port) [50051].")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port [9464].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP API and web page port (0: off) [8080].")] = None,
-    index: Annotated[Path | None, typer.Option(help="Index directory (made if missing) [index].")] = None,
+    index: Annotated[str | None, typer.Option(help="Index directory (made if missing), or "
+                                                   "milvus://HOST:PORT/COLLECTION [index].")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
     runtime: Annotated[str | None, typer.Option(help="embedded (ONNX Runtime) or triton.")] = None,
     triton_url: Annotated[str | None, typer.Option(help="Triton gRPC address (runtime triton).")] = None,

@@ -6,6 +6,7 @@ interface. A location is recognised by its layout:
 
     <dir>/CURRENT                 one FAISS index directory (`FaissClipIndex`)
     <dir>/shard-*/CURRENT         FAISS index directories searched as one (`ShardedClipIndex`)
+    milvus://HOST:PORT/NAME       a Milvus collection (`MilvusClipIndex`; Milvus keeps it durable)
 
 A new backend adds its layout here. An index must hold vectors of the model served: same name and
 dimension, and the same weights when the index records a checksum; anything else is refused.
@@ -21,6 +22,7 @@ from vidsearch.errors import IndexMismatchError
 from vidsearch.index.base import ClipIndex
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
 from vidsearch.index.faiss_state import OpenOptions
+from vidsearch.index.milvus import MilvusClipIndex, MilvusCollectionConfig, MilvusTarget
 from vidsearch.index.persistence import is_index_directory
 from vidsearch.index.shards import ShardedClipIndex
 
@@ -46,12 +48,15 @@ def shard_directories(location: Path) -> list[Path]:
     return sorted(p for p in location.iterdir() if p.name.startswith(SHARD_PREFIX) and is_index_directory(p))
 
 
-def open_index(location: Path, model: ModelIdentity, *, create: bool, durable: bool) -> ClipIndex:
+def open_index(location: Path | str, model: ModelIdentity, *, create: bool, durable: bool,
+               milvus_token: str = "") -> ClipIndex:
     """The index at `location` for `model`; `create` starts an empty one where there is none.
 
     `durable`: each change is on disk when the call that made it returns; otherwise changes live in
     memory only. The directory (or each shard's) is locked for this process while the index is open.
     """
+    if isinstance(location, str):
+        return _open_milvus(MilvusTarget.parse(location, token=milvus_token), model, create)
     options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable)
     shards = shard_directories(location)
     index: ClipIndex
@@ -75,3 +80,11 @@ def open_index(location: Path, model: ModelIdentity, *, create: bool, durable: b
         raise IndexMismatchError(f"{location} was built with weights {recorded}; the runtime serves "
                                  f"{model.checksum}: rebuild the index with this model")
     return index
+
+
+def _open_milvus(target: MilvusTarget, model: ModelIdentity, create: bool) -> ClipIndex:
+    """A Milvus collection for `model`; `create` makes an empty (HNSW) one where there is none."""
+    if create:
+        return MilvusClipIndex.open_or_create(target, MilvusCollectionConfig(model.dim, model.name, model.checksum))
+    return MilvusClipIndex.open(target, expect_dim=model.dim, expect_model=model.name,
+                                expect_model_checksum=model.checksum or None)

@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from vidsearch.errors import ConfigError
+from vidsearch.index.milvus.config import MilvusTarget, is_milvus_address
 from vidsearch.runtime.config import RuntimeConfig
 
 _MIB = 1 << 20
@@ -125,7 +126,8 @@ class ServerSettings(BaseSettings):
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)  # None: no metrics endpoint
     # /metrics is plain HTTP without authentication: bind it apart (e.g. a private interface); None: `host`
     metrics_host: str | None = None
-    index: Path = Path("index")
+    index: Path | str = Path("index")  # an index directory, or milvus://HOST:PORT/COLLECTION (kept as text)
+    milvus_token: SecretStr | None = None  # Milvus "user:password" or API key (VIDSEARCH_MILVUS_TOKEN)
     create_index: bool = True  # start with an empty index when `index` does not exist
     persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered
     allowed_roots: tuple[Path, ...] = ()  # path inputs are refused unless they lie under one of these
@@ -139,6 +141,14 @@ class ServerSettings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     video: VideoSettings = VideoSettings()
     http: HttpSettings = HttpSettings()
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _directory_or_milvus(cls, value: Any) -> Path | str:
+        if isinstance(value, str) and is_milvus_address(value):
+            MilvusTarget.parse(value)  # ConfigError (a ValueError) names what is wrong with it
+            return value
+        return Path(value)
 
     @field_validator("allowed_roots")
     @classmethod
