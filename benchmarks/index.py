@@ -7,6 +7,12 @@ metadata included); `faiss_qps_b1` is the bare FAISS search, for comparison.
 
     python benchmarks/index.py                 # 1M x 512, several minutes on 2 cores
     python benchmarks/index.py --n 100000      # quick run
+    python benchmarks/index.py --backend milvus --n 200000   # FAISS HNSW beside a real Milvus HNSW
+
+With `--backend milvus` the same data and queries go to FAISS (`--factory`, default HNSW32,Flat) and to
+`MilvusClipIndex` on a standalone Milvus started for the run (`LocalMilvus`, 127.0.0.1, data in a temp
+folder): build time (insert, flush, index built), the server's memory, recall@10 and queries/s at the
+same efSearch values. Milvus's numbers include the gRPC hop and the server's own threads.
 
 Prints a table and writes benchmarks/results/index.json.
 """
@@ -30,6 +36,13 @@ import numpy as np
 from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, IndexConfig, SearchFilter, Tuning
 from vidsearch.index.factory import choose_factory, plan_index
 from vidsearch.index.filters import FilteredSearcher
+from vidsearch.index.milvus import (
+    LocalMilvus,
+    MilvusClipIndex,
+    MilvusCollectionConfig,
+    MilvusIndexSpec,
+    MilvusTarget,
+)
 
 CLIPS_PER_VIDEO = 20
 TOPICS = 1024
@@ -149,7 +162,11 @@ def rate(run_one: Callable[[int], object], total: int, batch: int, seconds: floa
 
 
 def measure(
-    index: FaissClipIndex, queries: np.ndarray, truth: np.ndarray, tuning: Tuning, seconds: float
+    index: FaissClipIndex | MilvusClipIndex,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    tuning: Tuning,
+    seconds: float,
 ) -> Point:
     no_filter = SearchFilter()
     hits = index.search_hits(queries, K, no_filter, tuning)
@@ -163,9 +180,10 @@ def measure(
     def sixty_four(offset: int) -> None:
         index.search_hits(queries[offset : offset + 64], K, no_filter, tuning)
 
-    searcher = FilteredSearcher(index.faiss_index)
+    searcher = FilteredSearcher(index.faiss_index) if isinstance(index, FaissClipIndex) else None
 
     def bare(offset: int) -> None:
+        assert searcher is not None
         searcher.search(queries[offset : offset + 1], K, None, tuning)
 
     qps_b1 = rate(one, nq, 1, seconds)
@@ -186,7 +204,7 @@ def measure(
         qps_b1=round(qps_b1),
         qps_b1_2threads=round(sum(per_thread)),
         qps_b64=round(rate(sixty_four, nq, 64, seconds)),
-        faiss_qps_b1=round(rate(bare, nq, 1, seconds)),
+        faiss_qps_b1=round(rate(bare, nq, 1, seconds)) if searcher is not None else 0,
     )
 
 
@@ -199,9 +217,43 @@ def sweep(factory: str) -> list[Tuning]:
 
 
 def index_file_mb(index: FaissClipIndex) -> float:
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         faiss.write_index(index.faiss_index, str(Path(tmp) / "index.faiss"))
         return (Path(tmp) / "index.faiss").stat().st_size / 2**20
+
+
+MILVUS_HNSW = {"M": 32, "efConstruction": 40}
+"""FAISS's HNSW32 graph: 32 links per node, efConstruction 40 (FAISS's default)."""
+MILVUS_INSERT_BATCH = 10_000
+
+
+def build_milvus(server: LocalMilvus, base: np.ndarray) -> tuple[MilvusClipIndex, float, float]:
+    """A new HNSW collection holding `base`: inserted, flushed and indexed; (index, seconds, +MB)."""
+    n, dim = base.shape
+    before = server.memory_mb()
+    started = time.perf_counter()
+    spec = MilvusIndexSpec("HNSW", build_params=MILVUS_HNSW)
+    target = MilvusTarget(uri=server.uri, collection="bench", timeout_s=600.0)
+    index = MilvusClipIndex.create(target, MilvusCollectionConfig(dim=dim, model=MODEL, index=spec))
+    for start in range(0, n, MILVUS_INSERT_BATCH):
+        stop = min(n, start + MILVUS_INSERT_BATCH)
+        index.add(records(start, stop), base[start:stop])
+        if stop % 100_000 == 0:
+            print(f"  milvus: {stop} inserted in {time.perf_counter() - started:.0f} s", flush=True)
+    index.finish_bulk_load()
+    return index, time.perf_counter() - started, server.memory_mb() - before
+
+
+def run_milvus(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, seconds: float) -> Result:
+    with tempfile.TemporaryDirectory(prefix="milvus-bench-") as data, LocalMilvus(Path(data)) as server:
+        index, build_s, rss_mb = build_milvus(server, base)
+        print(f"milvus HNSW: built in {build_s:.1f} s, server +{rss_mb:.0f} MB", flush=True)
+        result = Result("milvus HNSW M32", round(build_s, 1), 0.0, round(rss_mb), 0)
+        for tuning in sweep("HNSW"):
+            result.points.append(measure(index, queries, truth, tuning, seconds))
+            print("   ", result.points[-1], flush=True)
+        index.close()
+        return result
 
 
 def main() -> None:
@@ -215,8 +267,13 @@ def main() -> None:
         "--factory", action="append", help="FAISS factory string to measure (repeatable; default: a set)"
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent per throughput number")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index.json")
+    parser.add_argument(
+        "--backend", choices=("faiss", "milvus"), default="faiss", help="milvus: FAISS beside a real Milvus"
+    )
+    parser.add_argument("--out", type=Path, help="JSON results [results/index.json, index_milvus.json]")
     args = parser.parse_args()
+    name = "index.json" if args.backend == "faiss" else "index_milvus.json"
+    args.out = args.out or Path(__file__).parent / "results" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
     auto = choose_factory(args.n, args.dim)
     nlist = plan_index(args.n, args.dim, auto).params.get("nlist", 1024)
@@ -228,6 +285,8 @@ def main() -> None:
         f"IVF{nlist},PQ{args.dim // 4}x4fs",
         "Flat",
     ]
+    if args.backend == "milvus":
+        defaults = ["HNSW32,Flat"]
     factories = list(dict.fromkeys(args.factory or defaults))
 
     started = time.perf_counter()
@@ -252,6 +311,8 @@ def main() -> None:
         index.close()
         del index
         results.append(result)
+    if args.backend == "milvus":
+        results.append(run_milvus(base, queries, truth, args.seconds))
 
     header = (
         f"{'index':<22}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
@@ -279,6 +340,7 @@ def main() -> None:
         "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
         "results": [asdict(r) for r in results],
     }
+    payload["backend"] = args.backend
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
 

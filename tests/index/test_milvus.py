@@ -54,7 +54,7 @@ def test_addresses_parse_into_targets() -> None:
 def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> None:
     """Milvus runs in a network namespace of its own; out here only the launcher's relays listen."""
     ours = os.readlink("/proc/self/ns/net")
-    group = [p for p in Path("/proc").glob("[0-9]*") if _group_of(p) == _launcher_pid(milvus_server)]
+    group = milvus_server.processes()
     assert len(group) >= 2, "the launcher and Milvus"
     namespaces = {os.readlink(p / "ns/net") for p in group}
     assert len(namespaces) == 1
@@ -68,6 +68,14 @@ def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> Non
     ]
     assert len(listening) == 2, "the gRPC and health relays"
     assert all(address.startswith("0100007F:") for address in listening), listening
+
+
+def _socket_inode(fd: Path) -> int | None:
+    try:
+        target = os.readlink(fd)
+    except OSError:
+        return None
+    return int(target[8:-1]) if target.startswith("socket:[") else None
 
 
 def _socket_inode(fd: Path) -> int | None:

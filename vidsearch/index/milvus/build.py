@@ -51,6 +51,5 @@ def build_collection_from_parquet(
             index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
             added += len(rows)
             log.info("inserted %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
-        index.flush()
-        index.wait_indexed()
+        index.finish_bulk_load()
         return index.stats()

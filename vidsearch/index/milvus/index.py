@@ -402,6 +402,18 @@ class MilvusClipIndex:
                 )
             time.sleep(poll_s)
 
+    def finish_bulk_load(self) -> None:
+        """After a bulk load: seal every row, wait for the vector index, and load the indexed segments.
+
+        Until the query nodes load a sealed segment with its index they search its rows brute force;
+        reloading the collection makes the first searches use the index. Searches fail meanwhile, so
+        this is for a build that nothing serves from yet.
+        """
+        self.flush()
+        self.wait_indexed()
+        self._call("release the collection", lambda: self._client.release_collection(self._target.collection))
+        self._call("load the collection", lambda: self._client.load_collection(self._target.collection))
+
     def videos(self) -> int:
         """How many videos have clips here: a scan of the video id column (costly on large collections)."""
         seen: set[str] = set()

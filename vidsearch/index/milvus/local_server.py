@@ -166,6 +166,21 @@ class LocalMilvus:
             time.sleep(0.25)
         raise LocalMilvusError(f"Milvus not healthy after {self.startup_timeout_s:.0f} s: {self.log_tail()}")
 
+    def processes(self) -> list[Path]:
+        """The /proc folders of the launcher and Milvus (empty when stopped)."""
+        return [] if self._process is None else group_members(self._process.pid)
+
+    def memory_mb(self) -> float:
+        """Resident anonymous memory of the launcher and Milvus together, in MiB (0 when stopped)."""
+        total_kb = 0
+        for proc in self.processes():
+            try:
+                lines = (proc / "status").read_text().splitlines()
+            except OSError:
+                continue
+            total_kb += sum(int(line.split()[1]) for line in lines if line.startswith("RssAnon:"))
+        return total_kb / 1024
+
     def log_tail(self) -> str:
         """The end of the server's and the launcher's logs, for error messages."""
         parts = []
@@ -203,22 +218,23 @@ class LocalMilvus:
         self.stop()
 
 
-def _group_alive(group: int) -> bool:
-    """Whether a process of the group still runs (zombies, which hold no resources, do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def group_members(group: int) -> list[Path]:
+    """The /proc folders of the running processes of a process group (zombies hold nothing: left out)."""
+    members = []
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+            members.append(proc)
+    return members
 
 
 def _await_group_gone(group: int, timeout_s: float = 30.0) -> None:
     """Wait until no process of the group is left (Milvus itself is the launcher's child)."""
     deadline = time.monotonic() + timeout_s
-    while _group_alive(group):
+    while group_members(group):
         if time.monotonic() > deadline:
             raise LocalMilvusError(f"processes of group {group} still alive {timeout_s:.0f} s after SIGKILL")
         time.sleep(0.05)
