@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
@@ -118,6 +119,7 @@ def test_errors_are_reported_without_a_traceback(tmp_path: Path) -> None:
     assert "auto, never or require" in bad_gpu.output
 
 
+@pytest.mark.slow
 def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: LocalMilvus) -> None:
     write_shards(tmp_path / "shards")
     runner = CliRunner()

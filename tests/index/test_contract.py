@@ -74,18 +74,31 @@ HOSTILE = (
 )
 
 
-@pytest.mark.parametrize("value", HOSTILE)
-def test_filter_values_are_data_never_expression(make_index: BuildFn, value: str) -> None:
+@pytest.fixture(scope="module")
+def hostile(make_index: BuildFn) -> tuple[ClipIndex, list[ClipRecord], np.ndarray]:
+    """Ordinary clips, and one clip per hostile value whose video id and only tag are that value."""
+    records = make_records(30)
+    odd = [
+        ClipRecord(
+            f"odd{i}", value, f"file:///odd{i}.mp4", 0.0, 2.0, records[0].model, tags=frozenset({value})
+        )
+        for i, value in enumerate(HOSTILE)
+    ]
+    vectors = clustered(len(records) + len(odd), 8, seed=9)
+    return make_index([*records, *odd], vectors), odd, vectors
+
+
+@pytest.mark.parametrize("number", range(len(HOSTILE)))
+def test_filter_values_are_data_never_expression(
+    hostile: tuple[ClipIndex, list[ClipRecord], np.ndarray], number: int
+) -> None:
     """A video id or tag with quotes, backslashes or operators matches exactly itself."""
-    records, vectors = make_records(30), clustered(31, 8, seed=9)
-    odd = ClipRecord("odd", value, "file:///odd.mp4", 0.0, 2.0, records[0].model, tags=frozenset({value}))
-    index = make_index([*records, odd], vectors)
-    query = vectors[:1]
+    index, odd, vectors = hostile
+    value, clip = HOSTILE[number], odd[number]
     for search_filter in (SearchFilter(video_ids=frozenset({value})), SearchFilter(tags=frozenset({value}))):
-        hits = index.search_hits(query, 50, search_filter, Tuning())[0]
-        assert [h.clip.clip_id for h in hits] == ["odd"]
-        assert hits[0].clip == odd
-    assert index.get(["odd"]) == {"odd": odd}
+        hits = index.search_hits(vectors[:1], 50, search_filter, Tuning())[0]
+        assert [h.clip for h in hits] == [clip]
+    assert index.get([clip.clip_id]) == {clip.clip_id: clip}
 
 
 def test_empty_filter_result_returns_no_hits(index: ClipIndex, data: Data) -> None:

@@ -137,6 +137,7 @@ def test_foreign_collection_is_not_opened(milvus_server: LocalMilvus) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_hnsw_collection_finds_the_exact_neighbours(milvus_server: LocalMilvus) -> None:
     records, vectors, queries = make_records(1000), clustered(1000, 32, seed=21), clustered(20, 32, seed=22)
     with milvus_collection(milvus_server, 32, index_type="HNSW") as index:

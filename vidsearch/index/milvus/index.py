@@ -193,7 +193,7 @@ class MilvusClipIndex:
             info = _translate(target, "describe the collection", lambda: _describe(client, target))
             described = _Described.parse(info.get("description", ""), target.address)
             _check_expected(described, target, expect_dim, expect_model, expect_model_checksum)
-            _translate(target, "load the collection", lambda: client.load_collection(target.collection))
+            _translate(target, "load the collection", lambda: _load_unless_loaded(client, target.collection))
         except BaseException:
             client.close()
             raise
@@ -489,6 +489,13 @@ def _translate(target: MilvusTarget, what: str, call: Callable[[], _T], first: E
                 f"Milvus at {target.address} cannot be reached ({what}): {exc.message}"
             ) from exc
         raise ClipIndexError(f"Milvus at {target.address} refused to {what}: {exc.message}") from exc
+
+
+def _load_unless_loaded(client: Any, collection: str) -> None:
+    """Load the collection unless it is (a collection loaded with N replicas keeps them)."""
+    state = client.get_load_state(collection).get("state")
+    if getattr(state, "name", str(state)) != "Loaded":
+        client.load_collection(collection)
 
 
 def _describe(client: Any, target: MilvusTarget) -> dict[str, Any]:
