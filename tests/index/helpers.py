@@ -9,6 +9,9 @@ import numpy as np
 from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, Hit, IndexConfig, SearchFilter, TimeRange
 
 MODEL = "test-model"
+N, DIM = 600, 24
+"""Size of the search tests' clip set."""
+Data = tuple[list[ClipRecord], np.ndarray, np.ndarray]
 CLIPS_PER_VIDEO = 10
 TAGS = ("red", "green", "blue")
 
@@ -103,3 +106,8 @@ def assert_same(actual: list[list[tuple[str, float]]], expected: list[list[tuple
     for got, want in zip(actual, expected, strict=True):
         assert [c for c, _ in got] == [c for c, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+def search_data() -> Data:
+    """The search tests' clips, their vectors, and 7 queries."""
+    return make_records(N), clustered(N, DIM, seed=1), clustered(7, DIM, seed=2)

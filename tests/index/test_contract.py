@@ -20,15 +20,23 @@ from vidsearch.index import (
 )
 
 from .conftest import BuildFn
-from .helpers import FILTERS, assert_same, brute_force, clustered, ids_scores, make_records
-
-N, DIM = 600, 24
-Data = tuple[list[ClipRecord], np.ndarray, np.ndarray]
+from .helpers import (
+    DIM,
+    FILTERS,
+    Data,
+    N,
+    assert_same,
+    brute_force,
+    clustered,
+    ids_scores,
+    make_records,
+    search_data,
+)
 
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return make_records(N), clustered(N, DIM, seed=1), clustered(7, DIM, seed=2)
+    return search_data()
 
 
 @pytest.fixture(scope="module")

@@ -78,27 +78,6 @@ def _socket_inode(fd: Path) -> int | None:
     return int(target[8:-1]) if target.startswith("socket:[") else None
 
 
-def _socket_inode(fd: Path) -> int | None:
-    try:
-        target = os.readlink(fd)
-    except OSError:
-        return None
-    return int(target[8:-1]) if target.startswith("socket:[") else None
-
-
-def _launcher_pid(server: LocalMilvus) -> int:
-    process = server._process
-    assert process is not None
-    return process.pid
-
-
-def _group_of(proc: Path) -> int | None:
-    try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
-    except (OSError, ValueError):
-        return None
-
-
 def test_collection_of_another_model_or_dimension_is_refused(milvus_server: LocalMilvus) -> None:
     index = milvus_collection(milvus_server, dim=8)
     try:

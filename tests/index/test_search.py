@@ -5,14 +5,12 @@ from __future__ import annotations
 import threading
 
 import faiss
-import numpy as np
 import pytest
 
 from vidsearch.errors import (
     ClipIndexError,
 )
 from vidsearch.index import (
-    ClipRecord,
     FaissClipIndex,
     GpuPolicy,
     IndexConfig,
@@ -21,14 +19,22 @@ from vidsearch.index import (
 )
 
 from ..concurrency import AtOnce
-from .helpers import FILTERS, assert_same, brute_force, build, clustered, ids_scores, make_records
+from .helpers import (
+    FILTERS,
+    Data,
+    assert_same,
+    brute_force,
+    build,
+    clustered,
+    ids_scores,
+    make_records,
+    search_data,
+)
 
-N, DIM = 600, 24
-Data = tuple[list[ClipRecord], np.ndarray, np.ndarray]
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    return make_records(N), clustered(N, DIM, seed=1), clustered(7, DIM, seed=2)
+    return search_data()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ tokens, so every process that opens it agrees on all three. Filters become escap
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -25,11 +24,8 @@ import numpy as np
 from vidsearch.errors import (
     ClipIndexError,
     DuplicateClipError,
-    IndexFormatError,
     IndexMismatchError,
-    IndexUnavailableError,
     InvalidClipError,
-    MissingDependencyError,
 )
 from vidsearch.index.base import (
     ClipRecord,
@@ -43,20 +39,22 @@ from vidsearch.index.base import (
     normalise_rows,
 )
 from vidsearch.index.milvus import expressions as ex
+from vidsearch.index.milvus.calls import pymilvus_module, translate
 from vidsearch.index.milvus.config import MilvusIndexSpec, MilvusTarget
+from vidsearch.index.milvus.schema import (
+    FIELDS,
+    VECTOR,
+    Described,
+    check_record,
+    collection_schema,
+    to_record,
+    to_row,
+)
 from vidsearch.index.paging import paginate
 
 log = logging.getLogger(__name__)
 
-FORMAT = "vidsearch-clips/1"
-VECTOR = "vector"
-MAX_ID_LENGTH = 512
-MAX_URI_LENGTH = 4096
-MAX_NAME_LENGTH = 256
-MAX_TAGS = 64
-_FIELDS = ("clip_id", "video_id", "uri", "start_s", "end_s", "model", "model_version", "tags", "attributes")
 _LOOKUP_BATCH = 1000
-_UNAVAILABLE_CODES = {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
 _T = TypeVar("_T")
 
 
@@ -71,66 +69,10 @@ class MilvusCollectionConfig:
     shards: int = 1
 
 
-@dataclass(frozen=True)
-class _Described:
-    """What the collection's description records (written once, at creation)."""
-
-    dim: int
-    model: str
-    model_checksum: str
-    page_token_key: bytes
-    index: MilvusIndexSpec
-
-    def text(self) -> str:
-        return json.dumps({
-            "format": FORMAT, "dim": self.dim, "model": self.model, "model_checksum": self.model_checksum,
-            "page_token_key": self.page_token_key.hex(), "index_type": self.index.index_type,
-            "build_params": dict(self.index.build), "search_params": dict(self.index.search),
-        }, sort_keys=True)  # fmt: skip
-
-    @classmethod
-    def parse(cls, text: str, where: str) -> _Described:
-        try:
-            data = json.loads(text)
-            if data.get("format") != FORMAT:
-                raise ValueError(f"format {data.get('format')!r}")
-            spec = MilvusIndexSpec(data["index_type"], data["build_params"], data["search_params"])
-            return cls(int(data["dim"]), str(data["model"]), str(data["model_checksum"]),
-                       bytes.fromhex(data["page_token_key"]), spec)  # fmt: skip
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IndexFormatError(f"{where} is not a vidsearch clip collection ({exc})") from exc
-
-
-def _pymilvus() -> Any:
-    try:
-        import pymilvus
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "the Milvus index needs pymilvus: pip install 'vidsearch[milvus]'"
-        ) from exc
-    return pymilvus
-
-
-def _unavailable(exc: Exception) -> bool:
-    """Whether a pymilvus error means "cannot reach the server now" rather than "refused"."""
-    pymilvus = _pymilvus()
-    if isinstance(exc, pymilvus.exceptions.MilvusUnavailableException | pymilvus.exceptions.ConnectError):
-        return True
-    code = getattr(exc, "code", None)
-    name = getattr(code, "name", str(code))
-    text = str(exc)
-    return (
-        name in _UNAVAILABLE_CODES
-        or "UNAVAILABLE" in text
-        or "DEADLINE_EXCEEDED" in text
-        or ("Fail connecting to server" in text)
-    )
-
-
 class MilvusClipIndex:
     """A clip index in a Milvus collection. Thread-safe (pymilvus clients are)."""
 
-    def __init__(self, client: Any, target: MilvusTarget, described: _Described) -> None:
+    def __init__(self, client: Any, target: MilvusTarget, described: Described) -> None:
         self._client = client
         self._target = target
         self._d = described
@@ -141,8 +83,8 @@ class MilvusClipIndex:
     @classmethod
     def connect(cls, target: MilvusTarget) -> Any:
         """A pymilvus client for the target; IndexUnavailableError when the server cannot be reached."""
-        pymilvus = _pymilvus()
-        return _translate(
+        pymilvus = pymilvus_module()
+        return translate(
             target,
             "connect",
             lambda: pymilvus.MilvusClient(
@@ -154,12 +96,12 @@ class MilvusClipIndex:
     def create(cls, target: MilvusTarget, config: MilvusCollectionConfig) -> MilvusClipIndex:
         """A new, empty collection (ClipIndexError if one of that name exists), indexed and loaded."""
         client = cls.connect(target)
-        if _translate(target, "look up the collection", lambda: client.has_collection(target.collection)):
+        if translate(target, "look up the collection", lambda: client.has_collection(target.collection)):
             client.close()
             raise ClipIndexError(f"{target.address} exists already: open it, or drop it first")
-        described = _Described(config.dim, config.model, config.model_checksum, secrets.token_bytes(32),
+        described = Described(config.dim, config.model, config.model_checksum, secrets.token_bytes(32),
                                config.index)  # fmt: skip
-        schema = _schema(client, config.dim, described.text())
+        schema = collection_schema(client, config.dim, described.text())
         index_params = client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=config.index.index_type, metric_type="IP",
                                params=config.index.build)  # fmt: skip
@@ -174,7 +116,7 @@ class MilvusClipIndex:
             )
             client.load_collection(target.collection)  # fmt: skip
 
-        _translate(target, "create the collection", make)
+        translate(target, "create the collection", make)
         log.info("created %s: %d-d %s, %s", target.address, config.dim, config.model, config.index.index_type)
         return cls(client, target, described)
 
@@ -190,10 +132,10 @@ class MilvusClipIndex:
         """Open an existing collection, refusing one of another model or dimension (IndexMismatchError)."""
         client = cls.connect(target)
         try:
-            info = _translate(target, "describe the collection", lambda: _describe(client, target))
-            described = _Described.parse(info.get("description", ""), target.address)
+            info = translate(target, "describe the collection", lambda: _describe(client, target))
+            described = Described.parse(info.get("description", ""), target.address)
             _check_expected(described, target, expect_dim, expect_model, expect_model_checksum)
-            _translate(target, "load the collection", lambda: _load_unless_loaded(client, target.collection))
+            translate(target, "load the collection", lambda: _load_unless_loaded(client, target.collection))
         except BaseException:
             client.close()
             raise
@@ -204,7 +146,7 @@ class MilvusClipIndex:
         """Open the collection if it exists (it must hold `config`'s model and dimension), else create it."""
         client = cls.connect(target)
         try:
-            exists = _translate(
+            exists = translate(
                 target, "look up the collection", lambda: client.has_collection(target.collection)
             )
         finally:
@@ -219,12 +161,12 @@ class MilvusClipIndex:
         """Drop the collection if it exists (whatever it holds); returns whether it existed."""
         client = cls.connect(target)
         try:
-            exists = _translate(
+            exists = translate(
                 target, "look up the collection", lambda: client.has_collection(target.collection)
             )
             if exists:
                 log.info("dropping %s", target.address)
-                _translate(target, "drop the collection", lambda: client.drop_collection(target.collection))
+                translate(target, "drop the collection", lambda: client.drop_collection(target.collection))
             return bool(exists)
         finally:
             client.close()
@@ -312,11 +254,11 @@ class MilvusClipIndex:
             raise InvalidClipError(f"{len(batch)} records for {vecs.shape[0]} vectors")
         seen: set[str] = set()
         for record in batch:
-            _check_record(record, self.model)
+            check_record(record, self.model)
             if record.clip_id in seen:
                 raise InvalidClipError(f"clip id {record.clip_id!r} appears twice in one batch")
             seen.add(record.clip_id)
-        return [_row(record, vector) for record, vector in zip(batch, vecs, strict=True)]
+        return [to_row(record, vector) for record, vector in zip(batch, vecs, strict=True)]
 
     def _existing(self, clip_ids: list[str]) -> set[str]:
         found: set[str] = set()
@@ -349,9 +291,9 @@ class MilvusClipIndex:
         params = {"metric_type": "IP", "params": self._search_params(k, tuning)}
         results = self._call("search", lambda: self._client.search(
             self._target.collection, data=list(vectors), filter=expression, limit=k,
-            output_fields=list(_FIELDS), search_params=params, anns_field=VECTOR,
+            output_fields=list(FIELDS), search_params=params, anns_field=VECTOR,
             consistency_level=self._target.consistency))  # fmt: skip
-        return [[Hit(_record(hit["entity"]), float(hit["distance"])) for hit in row] for row in results]
+        return [[Hit(to_record(hit["entity"]), float(hit["distance"])) for hit in row] for row in results]
 
     def _search_params(self, k: int, tuning: Tuning) -> dict[str, int | str]:
         """The recorded search parameters, the query's tuning, and the floors Milvus puts on them."""
@@ -375,8 +317,8 @@ class MilvusClipIndex:
     def get(self, clip_ids: Iterable[str]) -> dict[str, ClipRecord]:
         out: dict[str, ClipRecord] = {}
         for batch in _batches(sorted(set(clip_ids))):
-            for row in self._query(ex.clip_ids_expression(batch), _FIELDS):
-                record = _record(row)
+            for row in self._query(ex.clip_ids_expression(batch), FIELDS):
+                record = to_record(row)
                 out[record.clip_id] = record
         return out
 
@@ -462,33 +404,17 @@ class MilvusClipIndex:
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
         """A pymilvus call with vidsearch's errors; a collection that a restarted Milvus has not
         loaded again is loaded, and the call retried once."""
-        pymilvus = _pymilvus()
+        pymilvus = pymilvus_module()
         try:
             return call()
         except pymilvus.exceptions.MilvusException as exc:
             if "not loaded" not in str(exc.message):
-                return _translate(self._target, what, call, first=exc)
+                return translate(self._target, what, call, first=exc)
         log.warning("%s is not loaded (Milvus restarted?): loading it", self._target.address)
-        _translate(
+        translate(
             self._target, "load the collection", lambda: self._client.load_collection(self._target.collection)
         )
-        return _translate(self._target, what, call)
-
-
-def _translate(target: MilvusTarget, what: str, call: Callable[[], _T], first: Exception | None = None) -> _T:
-    """Run a pymilvus call (or report its `first` failure), turning its errors into vidsearch's:
-    unreachable → IndexUnavailableError, anything else the server refuses → ClipIndexError."""
-    pymilvus = _pymilvus()
-    try:
-        if first is not None:
-            raise first
-        return call()
-    except pymilvus.exceptions.MilvusException as exc:
-        if _unavailable(exc):
-            raise IndexUnavailableError(
-                f"Milvus at {target.address} cannot be reached ({what}): {exc.message}"
-            ) from exc
-        raise ClipIndexError(f"Milvus at {target.address} refused to {what}: {exc.message}") from exc
+        return translate(self._target, what, call)
 
 
 def _load_unless_loaded(client: Any, collection: str) -> None:
@@ -505,7 +431,7 @@ def _describe(client: Any, target: MilvusTarget) -> dict[str, Any]:
 
 
 def _check_expected(
-    described: _Described,
+    described: Described,
     target: MilvusTarget,
     dim: int | None,
     model: str | None,
@@ -519,61 +445,6 @@ def _check_expected(
         raise IndexMismatchError(
             f"{target.address} was built with weights {described.model_checksum}, expected {checksum}"
         )
-
-
-def _schema(client: Any, dim: int, description: str) -> Any:
-    types = _pymilvus().DataType
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
-    schema.add_field("clip_id", types.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
-    schema.add_field("video_id", types.VARCHAR, is_partition_key=True, max_length=MAX_ID_LENGTH)
-    schema.add_field("uri", types.VARCHAR, max_length=MAX_URI_LENGTH)
-    schema.add_field("start_s", types.DOUBLE)
-    schema.add_field("end_s", types.DOUBLE)
-    schema.add_field("model", types.VARCHAR, max_length=MAX_NAME_LENGTH)
-    schema.add_field("model_version", types.VARCHAR, max_length=MAX_NAME_LENGTH)
-    schema.add_field("tags", types.ARRAY, element_type=types.VARCHAR, max_capacity=MAX_TAGS,
-                     max_length=MAX_NAME_LENGTH)  # fmt: skip
-    schema.add_field("attributes", types.JSON)
-    schema.add_field(VECTOR, types.FLOAT_VECTOR, dim=dim)
-    return schema
-
-
-def _check_record(record: ClipRecord, model: str) -> None:
-    """What Milvus would refuse with a server error, refused here with a message that names the clip."""
-    if record.model != model:
-        raise IndexMismatchError(
-            f"clip {record.clip_id!r} is a {record.model!r} embedding; this index holds {model!r}"
-        )
-    limits = (
-        ("clip_id", record.clip_id, MAX_ID_LENGTH),
-        ("video_id", record.video_id, MAX_ID_LENGTH),
-        ("uri", record.uri, MAX_URI_LENGTH),
-        ("model_version", record.model_version, MAX_NAME_LENGTH),
-    )
-    for name, value, limit in limits:
-        if len(value.encode()) > limit:
-            raise InvalidClipError(f"clip {record.clip_id[:80]!r}: {name} is longer than {limit} bytes")
-    if len(record.tags) > MAX_TAGS or any(len(t.encode()) > MAX_NAME_LENGTH for t in record.tags):
-        raise InvalidClipError(
-            f"clip {record.clip_id!r}: at most {MAX_TAGS} tags of at most {MAX_NAME_LENGTH} bytes each"
-        )
-
-
-def _row(record: ClipRecord, vector: np.ndarray) -> dict[str, Any]:
-    return {
-        "clip_id": record.clip_id, "video_id": record.video_id, "uri": record.uri,
-        "start_s": record.start_s, "end_s": record.end_s, "model": record.model,
-        "model_version": record.model_version, "tags": sorted(record.tags),
-        "attributes": dict(record.attributes), VECTOR: vector,
-    }  # fmt: skip
-
-
-def _record(row: dict[str, Any]) -> ClipRecord:
-    return ClipRecord(
-        clip_id=row["clip_id"], video_id=row["video_id"], uri=row["uri"], start_s=float(row["start_s"]),
-        end_s=float(row["end_s"]), model=row["model"], model_version=row["model_version"],
-        tags=frozenset(row["tags"] or ()), attributes=row["attributes"] or {},
-    )  # fmt: skip
 
 
 def _batches(values: Sequence[str]) -> Iterator[Sequence[str]]:
