@@ -37,10 +37,22 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path,
     ({"tls": {"cert": "cert.pem"}}, "tls: give both cert and key, or neither"),
     ({"allowed_roots": ["/no/such/dir"]}, "allowed root /no/such/dir is not a directory"),
     ({"prot": 1}, "prot: Extra inputs are not permitted"),
+    ({"index": "milvus://host:19530/"}, "expected milvus://HOST:PORT/COLLECTION"),
+    ({"index": "milvus://host/no-dashes"}, "letters, digits and underscores"),
 ])  # fmt: skip
 def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match="invalid settings: .*" + re.escape(message)):
         load_settings(None, **values)
+
+
+def test_index_is_a_directory_or_a_milvus_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None, index="milvus").index == Path("milvus")
+    monkeypatch.setenv("VIDSEARCH_MILVUS_TOKEN", "user:secret")
+    settings = load_settings(None, index="milvus://db.example:19530/clips")
+    assert settings.index == "milvus://db.example:19530/clips"
+    assert settings.milvus_token is not None
+    assert settings.milvus_token.get_secret_value() == "user:secret"
+    assert "secret" not in repr(settings)
 
 
 def test_tokens_come_from_the_settings_and_the_token_file(tmp_path: Path) -> None:
