@@ -30,7 +30,7 @@ def index_build(
         str | None, typer.Option(help="FAISS factory string, e.g. 'HNSW32,Flat' (default: chosen by size).")
     ] = None,
     gpu: Annotated[str, typer.Option(help="auto | never | require: run the index on GPUs.")] = "auto",
-    batch_rows: Annotated[int, typer.Option(min=1, help="Rows read and added per batch.")] = 65_536,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows read and added per batch (faiss).")] = 65_536,
     expect_model: Annotated[str | None, typer.Option(help="Refuse shards of any other model.")] = None,
     milvus_uri: Annotated[str | None, typer.Option(help="Milvus server: http://HOST:19530.")] = None,
     collection: Annotated[str | None, typer.Option(help="Milvus collection to create.")] = None,
