@@ -85,6 +85,7 @@ def open_index(location: Path | str, model: ModelIdentity, *, create: bool, dura
 def _open_milvus(target: MilvusTarget, model: ModelIdentity, create: bool) -> ClipIndex:
     """A Milvus collection for `model`; `create` makes an empty (HNSW) one where there is none."""
     if create:
-        return MilvusClipIndex.open_or_create(target, MilvusCollectionConfig(model.dim, model.name, model.checksum))
+        config = MilvusCollectionConfig(model.dim, model.name, model.checksum)
+        return MilvusClipIndex.open_or_create(target, config)
     return MilvusClipIndex.open(target, expect_dim=model.dim, expect_model=model.name,
                                 expect_model_checksum=model.checksum or None)

@@ -11,7 +11,9 @@ from vidsearch.index.opening import ModelIdentity, open_index
 from vidsearch.runtime.facts import RuntimeFacts
 
 
-def open_served_index(location: Path, models: RuntimeFacts, *, create: bool, persist: bool) -> ClipIndex:
-    """Open (or create) the index for the runtime's model; `persist` makes each change durable."""
+def open_served_index(location: Path | str, models: RuntimeFacts, *, create: bool, persist: bool,
+                      milvus_token: str = "") -> ClipIndex:
+    """Open (or create) the index for the runtime's model (a directory, or milvus://HOST:PORT/NAME);
+    `persist` makes each change durable."""
     model = ModelIdentity(models.model_name, models.dim, models.model_checksum)
-    return open_index(location, model, create=create, durable=persist)
+    return open_index(location, model, create=create, durable=persist, milvus_token=milvus_token)

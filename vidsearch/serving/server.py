@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import FrameType, TracebackType
 
 import grpc
@@ -110,7 +111,10 @@ class SearchServer:
             self._server = self._grpc_server(self._servicer)
             self._server.start()
             if settings.http.enabled:
-                thumbnails = ThumbnailStore(settings.index.with_name(settings.index.name + ".thumbnails"))
+                # beside the index directory; for a Milvus collection, NAME.thumbnails in the working dir
+                where = Path(settings.index) if isinstance(settings.index, Path) else Path(
+                    settings.index.rsplit("/")[-1])
+                thumbnails = ThumbnailStore(where.with_name(where.name + ".thumbnails"))
                 self.http = HttpFace(HttpParts(self._servicer, index, settings, thumbnails))
                 self.http.start()
         except BaseException:

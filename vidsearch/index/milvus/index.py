@@ -77,6 +77,8 @@ class MilvusClipIndex:
         self._target = target
         self._d = described
         self._closed = threading.Event()
+        self._writes = 0
+        self._writes_lock = threading.Lock()
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -182,6 +184,19 @@ class MilvusClipIndex:
         return self._d.model
 
     @property
+    def version(self) -> str:
+        """The collection's name, with `+N` for the N changes this process made to it (Milvus keeps
+        every acknowledged write durable itself: there are no snapshots to name)."""
+        with self._writes_lock:
+            return (
+                self._target.collection if not self._writes else f"{self._target.collection}+{self._writes}"
+            )
+
+    def _wrote(self) -> None:
+        with self._writes_lock:
+            self._writes += 1
+
+    @property
     def target(self) -> MilvusTarget:
         return self._target
 
@@ -205,11 +220,13 @@ class MilvusClipIndex:
         if present:
             raise DuplicateClipError(f"clip ids already in the index: {sorted(present)[:5]} (use upsert)")
         self._call("insert clips", lambda: self._client.insert(self._target.collection, rows))
+        self._wrote()
 
     def upsert(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
         rows = self._rows(records, vectors)
         if rows:
             self._call("upsert clips", lambda: self._client.upsert(self._target.collection, rows))
+            self._wrote()
 
     def delete_clips(self, clip_ids: Iterable[str]) -> int:
         present = self._existing(list(clip_ids))
@@ -233,6 +250,10 @@ class MilvusClipIndex:
         return removed
 
     def _settle(self) -> None:
+        self._wrote()
+        self._wait_for_deletes()
+
+    def _wait_for_deletes(self) -> None:
         """Make a delete visible to this process's next reads.
 
         Milvus 2.3 answers a delete without the timestamp that "Session" reads wait for (inserts and
