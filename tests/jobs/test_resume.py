@@ -91,7 +91,7 @@ def test_a_torn_commit_is_undone_on_open(tmp_path: Path) -> None:
     (tmp_path / f"{shard_name(2)}.sha256").write_text("0" * 64)
     with open(tmp_path / LEDGER, "ab") as handle:
         handle.write(b'{"shard": "part-000002.parquet", "vid')
-    (tmp_path / ".part-000003.parquet.tmp").write_bytes(b"partial")
+    (tmp_path / ".part-000003.parquet.tmp-4242").write_bytes(b"partial")  # as atomic_path names it
     reopened = Ledger(tmp_path, identity)
     try:
         assert reopened.settled == {"a", "bad"}

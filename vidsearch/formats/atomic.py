@@ -20,13 +20,21 @@ def fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
+_TMP_MARK = ".tmp-"
+
+
+def is_leftover(path: Path) -> bool:
+    """Whether `path` is the temporary file of an atomic write that a killed process never finished."""
+    return path.name.startswith(".") and _TMP_MARK in path.name
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s new content to; on a clean exit it replaces `path`.
 
     On an exception the temporary file is removed and `path` keeps its old content.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
     try:
         yield tmp
         fsync_path(tmp)

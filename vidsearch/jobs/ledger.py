@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidsearch.errors import JobError, JobMismatchError
-from vidsearch.formats.atomic import write_atomic
+from vidsearch.formats.atomic import is_leftover, write_atomic
 from vidsearch.index.parquet import DIGEST_SUFFIX, ShardRows, shard_table, write_shard
 from vidsearch.jobs.decoding import Failure
 
@@ -121,8 +121,7 @@ class Ledger:
         committed = {record["shard"] for record in records if record["shard"]}
         for path in self.out.iterdir():
             shard = _shard_named(path)
-            stray = (shard is not None and shard not in committed) or (
-                path.name.startswith(".") and path.name.endswith(".tmp"))
+            stray = (shard is not None and shard not in committed) or is_leftover(path)
             if stray:
                 log.info("%s: removing %s, which no commit names", self.out, path.name)
                 path.unlink()

@@ -187,6 +187,12 @@ class ModelRuntime:
             self._batcher.close()
         self._backend.close()
 
+    def __enter__(self) -> "ModelRuntime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 
 def _batches(clips: Clips, size: int) -> Iterator[NDArray[np.float32]]:
