@@ -1,7 +1,7 @@
 """What an open `FaissClipIndex` is made of, and how it is loaded from a snapshot on disk.
 
 Loading checks what the manifest promises before anything is served: every file present, of its
-size and (see `persistence.read_manifest`) digest; FAISS's vector count and SQLite's row count equal
+size and (see `persistence.read_index_manifest`) digest; FAISS's vector count and SQLite's row count equal
 to the manifest's `count`. A writer works on a copy of the metadata in `<dir>/.work`, which the next
 writer removes (it holds the directory's lock, so nobody else can be using it).
 """

@@ -136,7 +136,7 @@ def current_snapshot(directory: Path) -> Path:
     return snapshot
 
 
-def read_manifest(snapshot: Path, *, verify: bool | None = None) -> IndexManifest:
+def read_index_manifest(snapshot: Path, *, verify: bool | None = None) -> IndexManifest:
     """Read a snapshot's manifest and check its files: present, of their recorded sizes, and (when
     `verify`, or None and the snapshot is small enough) of their recorded SHA-256 digests."""
     path = snapshot / MANIFEST
@@ -175,7 +175,7 @@ def load_snapshot(directory: Path, opener: Callable[[Path, IndexManifest], T], *
     for attempt in range(_OPEN_ATTEMPTS):
         snapshot = current_snapshot(directory)
         try:
-            return opener(snapshot, read_manifest(snapshot, verify=verify))
+            return opener(snapshot, read_index_manifest(snapshot, verify=verify))
         except (IndexFormatError, FileNotFoundError) as exc:
             replaced = _live_or_none(directory) != snapshot
             if not replaced or attempt == _OPEN_ATTEMPTS - 1:
