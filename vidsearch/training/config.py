@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from vidsearch.errors import ConfigError
 from vidsearch.training.distributed import DeviceChoice
@@ -22,6 +22,9 @@ from vidsearch.training.optim import OptimConfig
 
 Task = Literal["viclip", "videomae-pretrain", "videomae-finetune"]
 Positives = Literal["pair", "caption", "label"]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class Recipe:
             raise ConfigError(f"recipe: device must be auto, cpu or cuda, got {self.device!r}")
         if self.export_dtype not in ("float32", "float16"):
             raise ConfigError(f"recipe: export_dtype must be float32 or float16, got {self.export_dtype!r}")
+
+    def objective_as(self, cls: type[T]) -> T:
+        """The `objective` section as the task's typed settings; a bad or unknown key is a ConfigError."""
+        try:
+            return cls(**dict(self.objective))
+        except TypeError as err:
+            raise ConfigError(f"objective: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form; `recipe_from_dict` turns it back into an equal recipe."""

@@ -59,13 +59,6 @@ class ViCLIPObjectiveConfig:
             )
 
 
-def objective_config(recipe: Recipe) -> ViCLIPObjectiveConfig:
-    try:
-        return ViCLIPObjectiveConfig(**dict(recipe.objective))
-    except TypeError as err:
-        raise ConfigError(f"objective: {err}") from None
-
-
 class ViCLIPObjective(nn.Module):
     """Batch {video, text, group} → symmetric InfoNCE at the learned (clamped) temperature."""
 
@@ -122,7 +115,7 @@ def build_model(recipe: Recipe) -> ViCLIP:
     model = create_model(recipe.model, **dict(recipe.model_overrides))
     if not isinstance(model, ViCLIP):
         raise ConfigError(f"recipe {recipe.task!r} needs a ViCLIP model preset, {recipe.model!r} is not one")
-    config = objective_config(recipe)
+    config = recipe.objective_as(ViCLIPObjectiveConfig)
     if recipe.init:
         initialise(model, recipe.init)
     elif config.position_init_std is not None:
@@ -199,7 +192,7 @@ def train_viclip(
         torch.manual_seed(recipe.loop.seed)  # the same initial weights on every process
         model = build_model(recipe)
         torch.manual_seed(recipe.loop.seed + run.shard.rank)
-        objective = ViCLIPObjective(model, objective_config(recipe).mask_ratio)
+        objective = ViCLIPObjective(model, recipe.objective_as(ViCLIPObjectiveConfig).mask_ratio)
         loader_workers = 0 if recipe.data.cache else recipe.data.workers
         trainer = Trainer(
             objective,

@@ -61,13 +61,6 @@ class FinetuneObjectiveConfig:
             raise ConfigError("objective: temporal_views must be ≥ 1 and spatial_crops 1 or 3")
 
 
-def _objective(recipe: Recipe, cls: type[Any]) -> Any:
-    try:
-        return cls(**dict(recipe.objective))
-    except TypeError as err:
-        raise ConfigError(f"objective: {err}") from None
-
-
 class MAEObjective(nn.Module):
     """Batch {video [B, 3, T, H, W]} → normalised-pixel reconstruction loss under dual masking."""
 
@@ -155,20 +148,20 @@ def _build(recipe: Recipe, labels: list[str]) -> tuple[nn.Module, nn.Module, int
             )
         if recipe.init:
             model.load_state_dict(checkpoint_filter_fn(read_state_dict(recipe.init), pretrain=True))
-        return model, MAEObjective(model, _objective(recipe, MAEObjectiveConfig)), model.config.depth
+        return model, MAEObjective(model, recipe.objective_as(MAEObjectiveConfig)), model.config.depth
     model = create_model(recipe.model, **{**overrides, "num_classes": len(labels)})
     if not isinstance(model, VideoMAEv2):
         raise ConfigError(f"videomae-finetune needs a classifier model preset; {recipe.model!r} is not one")
     if recipe.init:
         init_classifier(model, recipe.init)
-    config = _objective(recipe, FinetuneObjectiveConfig)
+    config = recipe.objective_as(FinetuneObjectiveConfig)
     return model, ClassifierObjective(model, config.label_smoothing), model.config.depth
 
 
 def _evaluate(
     recipe: Recipe, model: nn.Module, test: Manifest, preprocess: Preprocess, labels: list[str]
 ) -> dict[str, Any]:
-    config = _objective(recipe, FinetuneObjectiveConfig)
+    config = recipe.objective_as(FinetuneObjectiveConfig)
     assert isinstance(model, VideoMAEv2)
     return evaluate_classifier(
         model, test, preprocess, labels, config.temporal_views, config.spatial_crops, recipe.data.workers
