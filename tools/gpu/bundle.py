@@ -18,13 +18,14 @@ build needs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from check import sha256  # the check's own hash: what the bundle records is what the check verifies
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -115,14 +116,6 @@ def lock(python: str, cuda: int) -> Path:
     out = lock_path(python, cuda)
     out.write_text("\n".join(lines) + "\n")
     return out
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build(python: str, cuda: int, out: Path, lock_file: Path, find_links: Path | None) -> Path:

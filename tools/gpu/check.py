@@ -52,7 +52,7 @@ def join_parts(parts: Path, bundle: Path) -> Path:
     return bundle
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -70,7 +70,7 @@ def verify(bundle: Path) -> dict:
     for name, expected in manifest["files"].items():
         if name not in present:
             raise BundleError(f"{bundle / name}: listed in {MANIFEST} but missing")
-        if _sha256(bundle / name) != expected["sha256"]:
+        if sha256(bundle / name) != expected["sha256"]:
             raise BundleError(f"{bundle / name}: SHA-256 differs from {MANIFEST} (damaged or replaced)")
     extra = present - set(manifest["files"])
     if extra:
