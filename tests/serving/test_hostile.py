@@ -227,6 +227,7 @@ def test_hostile_requests_get_typed_answers_and_the_server_stays_healthy(reposit
         'log_level = "INFO"\n'
         f'[runtime]\nmodel_repository = "{repository.path}"\nthreads = 1\n[video]\nclip_length_s = 2.0\n'
         f'[auth]\ntokens = ["{TOKEN}"]\n'
+        '[http]\nport = 0\n'
         '[limits]\nmax_message_bytes = 4194304\nmax_upload_bytes = 2097152\nmax_clips_per_request = 40\n')
     log = tmp_path / "server.log"
     process, address = _start([sys.executable, "-c", "from vidsearch.cli import app; app()", "serve",

@@ -108,7 +108,7 @@ def test_search_finds_the_clip_pytorch_ranks_first(exported: Exported, tmp_path:
         query_vectors = F.normalize(exported.model.encode_text(torch.from_numpy(tokens)), dim=-1)
     similarity = (query_vectors @ clip_vectors.T).numpy()
 
-    settings = load_settings(None, port=0, metrics_port=0, index=tmp_path / "index",
+    settings = load_settings(None, port=0, metrics_port=0, http={"port": 0}, index=tmp_path / "index",
                              allowed_roots=(tmp_path / "media",), grace_s=0.5,
                              runtime={"model_repository": exported.repository, "threads": 1},
                              video={"clip_length_s": SCENE_S})
