@@ -6,13 +6,15 @@ batch jobs) can tell a bad input from a bug and report it with the message it ca
 The `vidsearch` command turns them into its exit status, the same for every subcommand: `EXIT_OK`
 when all went well, `EXIT_ERROR` when a `VidsearchError` stopped it (message on stderr), `EXIT_USAGE`
 for arguments it cannot parse (Click's own status), and `EXIT_WITH_FAILURES` when a batch job finished
-but some inputs are in its failures file.
+but some inputs are in its failures file, and `EXIT_NO_GPU` when a GPU was required
+(`gpu = "required"`) and no GPU runtime could start.
 """
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_WITH_FAILURES = 3
+EXIT_NO_GPU = 4  # `gpu = "required"` and no GPU runtime could start (the message says why)
 
 
 class VidsearchError(Exception):
@@ -123,6 +125,14 @@ class LimitExceededError(VidsearchError):
 
 class RuntimeUnavailableError(VidsearchError):
     """The inference runtime cannot answer now (a Triton server is down or not ready)."""
+
+
+class GpuUnavailableError(RuntimeUnavailableError):
+    """A GPU runtime cannot start here (no CUDA, a driver mismatch, not enough memory); says why."""
+
+
+class DeviceMemoryError(VidsearchError):
+    """The accelerator ran out of memory on one request; the runtime stays up for the next."""
 
 
 class DeadlineExceededError(VidsearchError, TimeoutError):

@@ -76,3 +76,18 @@ def write_videos(folder: Path, count: int, scenes: int = 3, seed: int = 3) -> li
         write_mp4(path, frames, spec.fps, spec.crf)
         paths.append(path)
     return paths
+
+
+def shared_demo_repository(factory: pytest.TempPathFactory) -> Path:
+    """The shipped demo ViCLIP exported as `vidsearch demo` exports it, once per session."""
+    from rich.console import Console
+
+    from vidsearch.demo.run import export_demo_model
+    from vidsearch.training.artifact import demo_model_dir
+
+    folder = factory.getbasetemp() / "demo-model"
+    repository = folder / "repository"
+    if not repository.is_dir():
+        folder.mkdir(exist_ok=True)
+        export_demo_model(demo_model_dir(), repository, Console(quiet=True))
+    return repository

@@ -1,17 +1,22 @@
 """What every `vidsearch` command does the same way: report an error and leave with the shared status.
 
 The statuses themselves are defined once, in `vidsearch.errors`: 0 ok, 1 error, 2 bad arguments
-(Click's usage errors, including `typer.BadParameter`), 3 finished with failures (`embed`).
+(Click's usage errors, including `typer.BadParameter`), 3 finished with failures (`embed`), 4 a GPU
+was required (`gpu = "required"`) and no GPU runtime could start. `EXIT_CODES` maps errors to them.
 """
 
 from typing import NoReturn
 
 import typer
 
-from vidsearch.errors import EXIT_ERROR
+from vidsearch.errors import EXIT_ERROR, EXIT_NO_GPU, GpuUnavailableError
+
+# The errors that leave with their own status (first match wins); any other error leaves with EXIT_ERROR.
+EXIT_CODES: tuple[tuple[type[Exception], int], ...] = ((GpuUnavailableError, EXIT_NO_GPU),)
 
 
 def fail(reason: Exception | str) -> NoReturn:
-    """Print `error: <reason>` on stderr and exit with the error status."""
+    """Print `error: <reason>` on stderr and exit with the error's status (`EXIT_CODES`)."""
     typer.echo(f"error: {reason}", err=True)
-    raise typer.Exit(code=EXIT_ERROR)
+    code = next((code for kind, code in EXIT_CODES if isinstance(reason, kind)), EXIT_ERROR)
+    raise typer.Exit(code=code)

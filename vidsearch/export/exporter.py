@@ -28,9 +28,10 @@ from vidsearch.export.inputs import decoded_clips, random_batch, real_inputs
 from vidsearch.export.onnx_export import OnnxArtifact, export_onnx
 from vidsearch.export.parity import ParityFigure, Runner, compare, ort_runner, require, torch_runner
 from vidsearch.export.repository import StagedRepository
-from vidsearch.formats.model_repository import VISION_MODEL
+from vidsearch.formats.model_repository import VISION_MODEL, WEIGHTS, WeightsInfo
 from vidsearch.models import get_preset, load_checkpoint
 from vidsearch.models.internvideo2 import InternVideo2
+from vidsearch.models.towers import TOWER_PREFIXES
 from vidsearch.models.viclip import ViCLIP
 from vidsearch.models.videomae import VideoMAEv2
 
@@ -179,6 +180,20 @@ def _tensorrt_engine(graph: Graph, onnx: OnnxArtifact, ctx: _Context, version_di
     return figures
 
 
+def _write_weights(graph: Graph, ctx: _Context, version_dir: Path) -> WeightsInfo:
+    """The tower's own tensors as safetensors (never pickle), and what rebuilds the module around them."""
+    from safetensors.torch import save_file
+
+    prefixes = TOWER_PREFIXES[graph.tower]
+    model = graph.module.get_submodule("model")
+    # cloned: safetensors refuses tensors that share storage, and a view's storage may be larger
+    tensors = {key: value.detach().contiguous().clone() for key, value in model.state_dict().items()
+               if key.startswith(prefixes)}
+    path = version_dir / WEIGHTS
+    save_file(tensors, str(path))
+    return WeightsInfo(WEIGHTS, file_sha256(path), ctx.family, ctx.architecture, graph.tower, prefixes)
+
+
 def _export_graph(graph: Graph, ctx: _Context) -> ExportedModel:
     started = time.monotonic()
     config = ctx.config
@@ -195,6 +210,7 @@ def _export_graph(graph: Graph, ctx: _Context) -> ExportedModel:
     require(graph.name, figures)
     if ctx.trt is not None:
         figures += _tensorrt_engine(graph, onnx, ctx, version_dir, cases, onnxruntime)
+    weights = _write_weights(graph, ctx, version_dir)
     if config.target == "cpu":
         source = resources.files("vidsearch.export.python_backend").joinpath("model.py")
         (version_dir / "model.py").write_bytes(source.read_bytes())
@@ -202,6 +218,7 @@ def _export_graph(graph: Graph, ctx: _Context) -> ExportedModel:
         "identity": _identity(ctx, graph.name, graph.task, model_config),
         **_graph_manifest(graph),
         "source": {"preset": ctx.preset, **ctx.checkpoint},
+        "weights": weights.to_dict(),
         "engine": {"serving": serving, "onnx": "model.onnx", "opset": onnx.opset,
                    "external_data": onnx.external_data, "weight_bytes": onnx.weight_bytes,
                    "tensorrt_plan": "model.plan" if ctx.trt is not None else None,

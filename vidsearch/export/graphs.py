@@ -21,8 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from vidsearch.errors import ConfigError
 from vidsearch.formats.model_repository import (
@@ -40,11 +39,13 @@ from vidsearch.formats.model_repository import (
 from vidsearch.models import tokenizer as clip_tokenizer
 from vidsearch.models.internvideo2 import InternVideo2
 from vidsearch.models.viclip import ViCLIP
+from vidsearch.models.towers import TOWER_PREFIXES, Classifier, EmbeddingModel, TextTower, VisionTower
 from vidsearch.models.videomae import VideoMAEv2
 from vidsearch.models.wordpiece import VOCABULARY_FILE, read_vocabulary
 from vidsearch.video import preprocess as video_preprocess
 
 CLIP_VOCAB_SIZE = 49408
+TOWERS = {TEXT_MODEL: "text", VISION_MODEL: "vision", CLASSIFIER_MODEL: "classifier"}
 
 
 @dataclass(frozen=True)
@@ -76,38 +77,10 @@ class Graph:
     normalized_output: str | None = None  # the output that is L2-normalised in the graph, if any
     files: Mapping[str, Path] = field(default_factory=dict)  # copied beside the model: name → source
 
-
-EmbeddingModel = ViCLIP | InternVideo2
-
-
-class _TextTower(nn.Module):
-    def __init__(self, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        embedding = self.model.encode_text(tokens)
-        return embedding, F.normalize(embedding, dim=-1)
-
-
-class _VisionTower(nn.Module):
-    def __init__(self, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        embedding = self.model.encode_video(frames)
-        return embedding, F.normalize(embedding, dim=-1)
-
-
-class _Classifier(nn.Module):
-    def __init__(self, model: VideoMAEv2) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.model.forward_head(self.model.forward_features(video), pre_logits=True)
-        return self.model.head(features), features
+    @property
+    def tower(self) -> str:
+        """Which tower of the model the graph serves: "text", "vision" or "classifier"."""
+        return TOWERS[self.name]
 
 
 _EMBEDDING_MEANING = {
@@ -152,13 +125,13 @@ def _embedding_graphs(model: EmbeddingModel, tokenizer: dict[str, Any], preproce
                TensorSpec(EMBEDDING_NORMALIZED, "float32", (dim,)))
     size = config.image_size
     text = Graph(
-        TEXT_MODEL, "text_embedding", _TextTower(model).eval(),
+        TEXT_MODEL, "text_embedding", TextTower(model).eval(),
         (TensorSpec(TOKENS, "int64", (config.context_length,), high=config.vocab_size),), outputs,
         _EMBEDDING_MEANING, dim, tokenizer=tokenizer, normalized_output=EMBEDDING_NORMALIZED,
         files=files or {},
     )
     vision = Graph(
-        VISION_MODEL, "video_embedding", _VisionTower(model).eval(),
+        VISION_MODEL, "video_embedding", VisionTower(model).eval(),
         (TensorSpec(FRAMES, "float32", (config.num_frames, 3, size, size)),), outputs,
         _EMBEDDING_MEANING, dim, preprocess=scaled_preprocess(preprocess, size, config.num_frames),
         normalized_output=EMBEDDING_NORMALIZED,
@@ -214,7 +187,7 @@ def videomae_graphs(model: VideoMAEv2) -> list[Graph]:
     if spec.layout != "CTHW":
         raise ConfigError(f"export: VideoMAE V2 takes [B, 3, T, H, W]; preset layout is {spec.layout}")
     graph = Graph(
-        CLASSIFIER_MODEL, "video_classification", _Classifier(model).eval(),
+        CLASSIFIER_MODEL, "video_classification", Classifier(model).eval(),
         (TensorSpec(VIDEO, "float32", (config.in_chans, config.num_frames, size, size)),),
         (TensorSpec(LOGITS, "float32", (config.num_classes,)),
          TensorSpec(FEATURES, "float32", (config.width,))),

@@ -3,7 +3,8 @@
 `vidsearch export` writes Triton's layout, `<repository>/<model>/<version>/`, and in every version
 directory a `vidsearch.json` describing that version: task, tensors, embedding dimension, which
 output is L2-normalised, the preprocessing spec (with its digest), the tokenizer, the serving engine
-and the source checkpoint. The runtimes and the exporter read it back through `read_description`,
+and the source checkpoint; and, for the torch runtime, the tower's own weights (`model.safetensors`)
+with their sha256 and the family and config that rebuild the module around them. The runtimes and the exporter read it back through `read_description`,
 which checks the `format` field, so a file of another format fails with one clear error instead of a
 missing key somewhere later.
 """
@@ -33,6 +34,7 @@ EMBEDDING = "EMBEDDING"  # a tower's raw embedding
 EMBEDDING_NORMALIZED = "EMBEDDING_NORMALIZED"  # the same, L2-normalised inside the graph
 LOGITS = "LOGITS"  # the classifier's class scores before softmax
 FEATURES = "FEATURES"  # the classifier's pooled features
+WEIGHTS = "model.safetensors"  # a version's PyTorch weights (the tower's tensors only), for the torch runtime
 
 
 class PreprocessSpec(Protocol):
@@ -54,6 +56,22 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class WeightsInfo:
+    """The PyTorch weights of one exported tower: enough to rebuild and load it without the checkpoint."""
+
+    file: str  # beside `vidsearch.json`, safetensors
+    sha256: str  # of the file: damaged or swapped weights are refused before they are served
+    family: str  # the model family (`vidsearch.models.FAMILIES`)
+    config: Mapping[str, Any]  # the family's config fields, as the preset gives them
+    tower: str  # "text", "vision" or "classifier"
+    prefixes: tuple[str, ...]  # the state-dict keys the file holds start with one of these
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "family": self.family, "config": dict(self.config),
+                "tower": self.tower, "prefixes": list(self.prefixes)}
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     """One version's `vidsearch.json`, as read back; fields a model kind does not have are None."""
 
@@ -70,6 +88,7 @@ class ModelDescription:
     max_batch: int | None
     preset: str | None
     checkpoint_sha256: str | None
+    weights: WeightsInfo | None = None  # None: exported before the torch runtime, or not a tower
 
     def output(self, name: str) -> TensorInfo:
         for tensor in self.outputs:
@@ -123,6 +142,7 @@ def _description(data: dict[str, Any]) -> ModelDescription:
         preprocess = dict(preprocess)
         digest = preprocess.pop("digest", None)
     source = data.get("source") or {}
+    weights = data.get("weights")
     return ModelDescription(
         model_name=str(data["model_name"]),
         task=str(data["task"]),
@@ -137,4 +157,7 @@ def _description(data: dict[str, Any]) -> ModelDescription:
         max_batch=_optional_int((data.get("engine") or {}).get("max_batch")),
         preset=source.get("preset"),
         checkpoint_sha256=source.get("checkpoint_sha256"),
+        weights=None if weights is None else WeightsInfo(
+            str(weights["file"]), str(weights["sha256"]), str(weights["family"]), dict(weights["config"]),
+            str(weights["tower"]), tuple(str(p) for p in weights["prefixes"])),
     )

@@ -5,7 +5,8 @@ serves (`RuntimeFacts`: names, versions, checksum, widths, batch limits, preproc
 repository's layout or tensor names. There is one implementation, `ModelRuntime`, which does
 everything that does not depend on where the models run (tokenizing, the text cache, dynamic
 batching, splitting into the models' batch limit, checks); it runs the models through a `Backend`:
-`EmbeddedBackend` (ONNX Runtime in this process) or `TritonBackend` (a Triton server over gRPC).
+`EmbeddedBackend` (ONNX Runtime in this process), `TorchBackend` (PyTorch in this process, CUDA graphs
+on a GPU) or `TritonBackend` (a Triton server over gRPC).
 Adding a backend means writing `infer`, never another copy of the serving logic.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.runtime.cache import CacheStats
-from vidsearch.runtime.facts import RuntimeFacts
+from vidsearch.runtime.facts import RuntimeChoice, RuntimeFacts
 from vidsearch.runtime.repository import ModelSpec
 
 Clips = NDArray[np.float32] | Iterable[NDArray[np.float32]]
@@ -26,7 +27,7 @@ Clips = NDArray[np.float32] | Iterable[NDArray[np.float32]]
 class Backend(Protocol):
     """Runs one exported model on a batch of inputs."""
 
-    kind: str  # "embedded" or "triton"
+    kind: str  # "embedded", "torch" or "triton"
 
     def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
               timeout_s: float | None) -> dict[str, np.ndarray]:
@@ -48,6 +49,10 @@ class Runtime(Protocol):
 
     @property
     def facts(self) -> RuntimeFacts: ...
+
+    @property
+    def choice(self) -> RuntimeChoice:
+        """Which runtime, device and dtype serve the models, and why (`--runtime auto` decides at start)."""
 
     def embed_text(self, texts: Sequence[str], timeout_s: float | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings [len(texts), dim] of the texts (ViCLIP text tower); the texts of

@@ -8,6 +8,8 @@ thread-safe, so concurrent video requests run side by side while text queries ar
 import logging
 from collections.abc import Mapping, Sequence
 
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
 import numpy as np
 
 from vidsearch.errors import ConfigError, MissingDependencyError
@@ -17,11 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedBackend:
-    """ONNX Runtime sessions (CPU) for the models of a repository."""
+    """ONNX Runtime sessions for the models of a repository: on the CPU, or on a GPU through the
+    CUDA or TensorRT execution provider where that build of ONNX Runtime is installed."""
 
     kind = "embedded"
 
-    def __init__(self, models: RepositoryModels, threads: int = 0) -> None:
+    def __init__(self, models: RepositoryModels, threads: int = 0,
+                 providers: Sequence[str] = CPU_PROVIDERS) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -40,8 +44,8 @@ class EmbeddedBackend:
             if not model.onnx_path.is_file():
                 raise ConfigError(f"{model.directory} has no model.onnx for the embedded runtime")
             self._sessions[model.name] = ort.InferenceSession(str(model.onnx_path), options,
-                                                              providers=["CPUExecutionProvider"])
-            log.info("loaded %s v%d into ONNX Runtime", model.name, model.version)
+                                                              providers=list(providers))
+            log.info("loaded %s v%d into ONNX Runtime (%s)", model.name, model.version, providers[0])
 
     def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
               timeout_s: float | None) -> dict[str, np.ndarray]:

@@ -1,9 +1,13 @@
-"""Selecting the runtime by configuration: the one place that knows both backends."""
+"""Opening the runtime by configuration: the repository read, the backend chosen (`choice`) and started."""
 
-from vidsearch.runtime.base import Backend
+import logging
+
+from vidsearch.runtime.choice import open_backend
 from vidsearch.runtime.config import RuntimeConfig
 from vidsearch.runtime.model_runtime import BatchObserver, ModelRuntime
 from vidsearch.runtime.repository import RepositoryModels, read_repository
+
+log = logging.getLogger(__name__)
 
 
 def open_runtime(config: RuntimeConfig, observer: BatchObserver | None = None,
@@ -11,13 +15,6 @@ def open_runtime(config: RuntimeConfig, observer: BatchObserver | None = None,
     """Start the configured backend over the repository (ready to answer on return); `models` is the
     repository read already (`read_repository(config)`), for a caller that needed its facts first."""
     models = models if models is not None else read_repository(config)
-    backend: Backend
-    if config.kind == "triton":
-        from vidsearch.runtime.triton import TritonBackend
-
-        backend = TritonBackend(models, config.triton_url, config.triton_timeout_s)
-    else:
-        from vidsearch.runtime.embedded import EmbeddedBackend
-
-        backend = EmbeddedBackend(models, config.threads)
-    return ModelRuntime(models, backend, config, observer)
+    backend, choice = open_backend(models, config)
+    log.info("runtime: %s", choice.describe())
+    return ModelRuntime(models, backend, config, observer, choice)

@@ -50,3 +50,18 @@ class RuntimeFacts:
         """Embedding dimension of the ViCLIP towers (0 when the runtime has neither)."""
         tower = self.text or self.vision
         return tower.width if tower else 0
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """Which runtime serves the models, where, in which precision, and why it was chosen (logged at start,
+    reported by GetIndexStats): with `--runtime auto` and `gpu = "auto"` the answer depends on the machine."""
+
+    runtime: str  # "embedded", "torch", "triton"
+    device: str  # "cpu", "cuda:0", or the Triton server's address
+    dtype: str  # "float32", "float16", "bfloat16" ("" where the server decides)
+    reason: str
+
+    def describe(self) -> str:
+        precision = f", {self.dtype}" if self.dtype else ""
+        return f"{self.runtime} on {self.device}{precision}: {self.reason}"

@@ -23,7 +23,7 @@ from vidsearch.runtime.base import Backend, Clips
 from vidsearch.runtime.batching import DynamicBatcher
 from vidsearch.runtime.cache import CacheStats, LruCache
 from vidsearch.runtime.config import RuntimeConfig
-from vidsearch.runtime.facts import RuntimeFacts
+from vidsearch.runtime.facts import RuntimeChoice, RuntimeFacts
 from vidsearch.runtime.repository import ModelSpec, RepositoryModels
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ class ModelRuntime:
     """Serves the models of one repository through one backend (thread-safe)."""
 
     def __init__(self, models: RepositoryModels, backend: Backend, config: RuntimeConfig,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None, choice: RuntimeChoice | None = None) -> None:
         self._models = models
         self._backend = backend
+        self._choice = choice or RuntimeChoice(backend.kind, "cpu", "float32", "configured")
         self._observer = observer
         self._cache: LruCache[str, _Row] = LruCache(config.cache_bytes, _entry_bytes)
         self._tokenizer: TextTokenizer | None = None
@@ -73,6 +74,10 @@ class ModelRuntime:
     @property
     def facts(self) -> RuntimeFacts:
         return self._facts
+
+    @property
+    def choice(self) -> RuntimeChoice:
+        return self._choice
 
     # -- text --------------------------------------------------------------------------------------
 

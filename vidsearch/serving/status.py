@@ -19,6 +19,7 @@ _CODES: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND, 404),
     (errors.PathNotAllowedError, grpc.StatusCode.PERMISSION_DENIED, 403),
     (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+    (errors.DeviceMemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED, 503),  # GPU memory: retry later
     (errors.RuntimeUnavailableError, grpc.StatusCode.UNAVAILABLE, 503),
     (errors.IndexUnavailableError, grpc.StatusCode.UNAVAILABLE, 503),
     (errors.DuplicateClipError, grpc.StatusCode.ALREADY_EXISTS, 409),
