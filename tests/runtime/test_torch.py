@@ -41,12 +41,14 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_torch_runtime_equals_the_embedded_runtime_per_row(runtimes: tuple[ModelRuntime, ModelRuntime]) -> None:
+def test_torch_runtime_equals_the_embedded_runtime_per_row(
+        runtimes: tuple[ModelRuntime, ModelRuntime]) -> None:
     torch_rt, ort_rt = runtimes
-    assert torch_rt.kind == "torch" and torch_rt.choice.device == "cpu" and torch_rt.choice.dtype == "float32"
+    assert (torch_rt.kind, torch_rt.choice.device, torch_rt.choice.dtype) == ("torch", "cpu", "float32")
     assert torch_rt.facts == ort_rt.facts  # same models, versions, checksums, widths, batch limits
     text = torch_rt.embed_text(QUERIES)
-    assert text.shape == (5, 32) and text.dtype == np.float32
+    assert text.shape == (5, 32)
+    assert text.dtype == np.float32
     assert _cosines(text, ort_rt.embed_text(QUERIES)).min() >= 0.9999
     rng = np.random.default_rng(0)
     # 7 clips: one full batch of 4 and a batch of 3 padded to 4
@@ -86,9 +88,9 @@ def test_auto_without_a_gpu_runs_the_embedded_runtime_and_says_why(repository: R
     assert problem is not None  # this machine has no CUDA GPU
     for kind in ("auto", "torch"):
         with open_runtime(_config(repository.path, kind=kind)) as runtime:
-            assert runtime.kind == "embedded"
-            assert runtime.choice.device == "cpu"
-            assert problem in runtime.choice.reason and 'gpu = "auto"' in runtime.choice.reason
+            assert (runtime.kind, runtime.choice.device) == ("embedded", "cpu")
+            assert problem in runtime.choice.reason
+            assert 'gpu = "auto"' in runtime.choice.reason
 
 
 def test_auto_with_gpu_off_runs_the_embedded_runtime(repository: Repository) -> None:
@@ -98,7 +100,8 @@ def test_auto_with_gpu_off_runs_the_embedded_runtime(repository: Repository) -> 
 
 def test_gpu_required_without_a_gpu_refuses_to_start_and_says_why(repository: Repository) -> None:
     for kind in ("auto", "torch"):
-        with pytest.raises(GpuUnavailableError, match=re.escape(f'gpu = "required" and no GPU runtime can start: {cuda_problem()}')):
+        refusal = f'gpu = "required" and no GPU runtime can start: {cuda_problem()}'
+        with pytest.raises(GpuUnavailableError, match=re.escape(refusal)):
             open_runtime(_config(repository.path, kind=kind, gpu="required"))
 
 
@@ -114,7 +117,8 @@ def test_gpu_out_of_memory_at_start_is_a_reason_to_fall_back(repository: Reposit
     monkeypatch.setattr("vidsearch.runtime.torch_backend.TorchBackend", no_memory)
     with open_runtime(_config(repository.path, kind="torch")) as runtime:
         assert runtime.kind == "embedded"
-        assert "not enough GPU memory" in runtime.choice.reason and "2.00 GiB" in runtime.choice.reason
+        assert "not enough GPU memory" in runtime.choice.reason
+        assert "2.00 GiB" in runtime.choice.reason
     with pytest.raises(GpuUnavailableError, match="not enough GPU memory"):
         open_runtime(_config(repository.path, kind="torch", gpu="required"))
 
@@ -123,7 +127,8 @@ def test_damaged_or_missing_weights_are_refused(repository: Repository, tmp_path
     copy = tmp_path / "repository"
     shutil.copytree(repository.path, copy)
     text = read_repository(_config(copy)).text
-    assert text is not None and text.description.weights is not None
+    assert text is not None
+    assert text.description.weights is not None
     weights = text.directory / text.description.weights.file
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ModelFormatError, match="does not match the sha256"):
@@ -141,7 +146,8 @@ def test_damaged_or_missing_weights_are_refused(repository: Repository, tmp_path
 def test_cuda_graphs_in_half_precision_match_the_cpu_export(repository: Repository, dtype: str) -> None:
     with open_runtime(_config(repository.path, kind="torch", gpu="required", dtype=dtype)) as gpu_rt, \
             open_runtime(_config(repository.path)) as ort_rt:
-        assert gpu_rt.choice.device.startswith("cuda") and gpu_rt.choice.dtype == dtype
+        assert gpu_rt.choice.device.startswith("cuda")
+        assert gpu_rt.choice.dtype == dtype
         clips = np.random.default_rng(3).standard_normal((7, 8, 3, 32, 32)).astype(np.float32)
         for _ in range(2):  # the second call replays the graphs captured at start
             assert _cosines(gpu_rt.embed_text(QUERIES), ort_rt.embed_text(QUERIES)).min() >= 0.999

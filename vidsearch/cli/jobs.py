@@ -31,7 +31,11 @@ def embed_command(
     queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
     decoder: Annotated[Literal["auto", "pyav", "dali"], typer.Option(
         help="auto: DALI on a GPU when installed, else PyAV.")] = "auto",
-    runtime: Annotated[Literal["embedded", "triton"], typer.Option(help="Model runtime.")] = "embedded",
+    runtime: Annotated[Literal["auto", "embedded", "torch", "triton"], typer.Option(
+        help="Model runtime: auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX "
+             "Runtime), torch (PyTorch in-process) or triton.")] = "embedded",
+    gpu: Annotated[Literal["auto", "required", "off"], typer.Option(
+        help="auto: fall back to the CPU without a GPU; required: refuse; off: never use one.")] = "auto",
     triton_url: Annotated[str, typer.Option(help="Triton gRPC address (runtime triton).")] = "127.0.0.1:8001",
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: one per core).")] = 0,
     actors: Annotated[int, typer.Option(min=1, help="Ray: model actors.")] = 1,
@@ -53,8 +57,8 @@ def embed_command(
         job = EmbedJob(
             input=input, out=out, engine=engine, clips=ClipSpec(clip_len, stride, min_tail),
             scenes=ShotSpec() if scenes else None, float16=dtype == "float16", decoder=decoder,
-            runtime=RuntimeConfig(kind=runtime, model_repository=model_repository, triton_url=triton_url,
-                                  threads=threads),
+            runtime=RuntimeConfig(kind=runtime, gpu=gpu, model_repository=model_repository,
+                                  triton_url=triton_url, threads=threads),
             workers=workers, batch_size=batch_size, shard_clips=shard_clips, queue_clips=queue_clips,
             actors=actors, num_gpus=num_gpus, ray_address=ray_address, overwrite=overwrite, progress=progress,
         )  # fmt: skip

@@ -29,7 +29,10 @@ def serve_command(
     index: Annotated[str | None, typer.Option(help="Index directory (made if missing), or "
                                                    "milvus://HOST:PORT/COLLECTION [index].")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
-    runtime: Annotated[str | None, typer.Option(help="embedded (ONNX Runtime) or triton.")] = None,
+    runtime: Annotated[str | None, typer.Option(
+        help="auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX Runtime), torch "
+             "(PyTorch in-process) or triton.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="auto (fall back to the CPU), required or off.")] = None,
     triton_url: Annotated[str | None, typer.Option(help="Triton gRPC address (runtime triton).")] = None,
     allowed_root: Annotated[
         list[Path] | None, typer.Option(help="Directory path inputs may come from (repeatable).")
@@ -48,7 +51,8 @@ def serve_command(
         settings = load_settings(
             config, host=host, port=port, metrics_port=metrics_port, index=index, log_level=log_level,
             allowed_roots=tuple(allowed_root) if allowed_root else None,
-            runtime=_section(model_repository=model_repository, kind=runtime, triton_url=triton_url),
+            runtime=_section(model_repository=model_repository, kind=runtime, gpu=gpu,
+                             triton_url=triton_url),
             tls=_section(cert=tls_cert, key=tls_key), auth=_section(token_file=auth_token_file),
             http=None if http_port is None else {"port": http_port} if http_port else {"enabled": False},
         )

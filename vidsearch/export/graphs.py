@@ -38,8 +38,8 @@ from vidsearch.formats.model_repository import (
 )
 from vidsearch.models import tokenizer as clip_tokenizer
 from vidsearch.models.internvideo2 import InternVideo2
+from vidsearch.models.towers import Classifier, EmbeddingModel, TextTower, VisionTower
 from vidsearch.models.viclip import ViCLIP
-from vidsearch.models.towers import TOWER_PREFIXES, Classifier, EmbeddingModel, TextTower, VisionTower
 from vidsearch.models.videomae import VideoMAEv2
 from vidsearch.models.wordpiece import VOCABULARY_FILE, read_vocabulary
 from vidsearch.video import preprocess as video_preprocess

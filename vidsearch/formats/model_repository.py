@@ -4,9 +4,9 @@
 directory a `vidsearch.json` describing that version: task, tensors, embedding dimension, which
 output is L2-normalised, the preprocessing spec (with its digest), the tokenizer, the serving engine
 and the source checkpoint; and, for the torch runtime, the tower's own weights (`model.safetensors`)
-with their sha256 and the family and config that rebuild the module around them. The runtimes and the exporter read it back through `read_description`,
-which checks the `format` field, so a file of another format fails with one clear error instead of a
-missing key somewhere later.
+with their sha256 and the family and config that rebuild the module around them. The runtimes and
+the exporter read it back through `read_description`, which checks the `format` field, so a file of
+another format fails with one clear error instead of a missing key somewhere later.
 """
 
 import json

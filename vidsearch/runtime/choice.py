@@ -94,7 +94,8 @@ def _torch(models: RepositoryModels, config: RuntimeConfig, device: str,
     return backend, RuntimeChoice("torch", device, backend.dtype_name, reason)
 
 
-def _start_gpu(start: Callable[[], tuple[Backend, RuntimeChoice]], what: str) -> tuple[Backend, RuntimeChoice]:
+def _start_gpu(start: Callable[[], tuple[Backend, RuntimeChoice]],
+               what: str) -> tuple[Backend, RuntimeChoice]:
     """Start a GPU backend; the errors of a GPU that cannot take it become `GpuUnavailableError`."""
     import torch
 

@@ -8,14 +8,14 @@ thread-safe, so concurrent video requests run side by side while text queries ar
 import logging
 from collections.abc import Mapping, Sequence
 
-CPU_PROVIDERS = ("CPUExecutionProvider",)
-
 import numpy as np
 
 from vidsearch.errors import ConfigError, MissingDependencyError
 from vidsearch.runtime.repository import ModelSpec, RepositoryModels
 
 log = logging.getLogger(__name__)
+
+CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 
 class EmbeddedBackend:

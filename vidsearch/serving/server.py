@@ -124,8 +124,8 @@ class SearchServer:
             self._health.set(service, _SERVING)
         self._watcher = _HealthWatcher(self._runtime, self._health)
         self._watcher.start()
-        log.info("vidsearch serving %s on %s (%s runtime, index %s, %d clips)%s", runtime.facts.model_name,
-                 self.address, runtime.kind, settings.index, len(index),
+        log.info("vidsearch serving %s on %s (runtime %s; index %s, %d clips)%s", runtime.facts.model_name,
+                 self.address, runtime.choice.describe(), settings.index, len(index),
                  f"; the page and HTTP API on {self.http.url}" if self.http else "")
 
     def _grpc_server(self, servicer: SearchServicer) -> grpc.Server:

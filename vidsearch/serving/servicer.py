@@ -178,12 +178,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         return pb.DeleteVideoResponse(clips_deleted=deleted, index_version=self._index.version)
 
     def GetIndexStats(self, request: pb.GetIndexStatsRequest, context: grpc.ServicerContext) -> pb.IndexStats:
-        stats = self._index.stats()
+        stats, choice = self._index.stats(), self._runtime.choice
         return pb.IndexStats(clips=stats.clips, videos=stats.videos, dim=stats.dim, model=stats.model,
                              model_checksum=stats.model_checksum, index_type=stats.index_type,
                              backend=stats.backend, device=stats.device, size_bytes=stats.size_bytes,
                              read_only=stats.read_only, index_version=self._index.version,
-                             runtime=self._runtime.kind)
+                             runtime=self._runtime.kind, runtime_device=choice.device,
+                             runtime_dtype=choice.dtype, runtime_reason=choice.reason)
 
     def close(self) -> None:
         """Finish the text searches under way; the runtime and the index are the server's to close."""

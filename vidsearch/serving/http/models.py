@@ -84,6 +84,9 @@ class Stats(BaseModel):
     read_only: bool
     index_version: str
     runtime: str
+    runtime_device: str
+    runtime_dtype: str
+    runtime_reason: str
 
 
 class Deleted(BaseModel):
