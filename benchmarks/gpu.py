@@ -12,7 +12,14 @@ never stops the others):
 - models: PyTorch fp16 vision clips/s (ViCLIP-B/16, L/14, random weights) at batch 32, text latency at
   batch 1, eager and in a CUDA graph;
 - faiss: raw FAISS GPU `IVF4096,SQfp16` on clustered vectors (recall@10 against exact search, queries/s
-  at batch 1 and 32) and `FaissClipIndex` placed on the same GPU (queries/s at batch 1).
+  at batch 1 and 32) and `FaissClipIndex` placed on the same GPU (queries/s at batch 1);
+- torch_runtime: the torch runtime's towers (fp16, padded batches): one text query's p50 through the
+  runtime (numpy in and out) eager and replayed from a CUDA graph, ViCLIP-B/16 and L/14; vision clips/s
+  at the best padded batch (CUDA graphs);
+- torch_parity: ViCLIP-B/16 exported by `vidsearch export`, the torch runtime on the GPU (fp16, bf16)
+  against the embedded runtime (ONNX Runtime, CPU) of the same export: the lowest cosine per row;
+- training: 50 steps of the demo training recipe on the GPU (bf16 autocast) and on the CPU (fp32):
+  steps/s and the loss after the same steps.
 
     python benchmarks/gpu.py                 # on a GPU machine: about 4-6 minutes on an H200
     python benchmarks/gpu.py --smoke         # tiny sizes; without a GPU, decode_parity runs DALI's CPU
@@ -297,6 +304,125 @@ def _clip_index_qps(base: np.ndarray, queries: np.ndarray, factory: str) -> floa
     return _rate(len(queries), lambda: [index.search(queries[i:i + 1], 10) for i in range(len(queries))])
 
 
+
+# -- the torch runtime (issue 15) -------------------------------------------------------------------
+
+
+def _runtime_tower(module: Any, name: str, dtype: str, shape: tuple[int, ...], max_batch: int,
+                   graphs: bool) -> Any:
+    """A served tower of the torch runtime (padding, fixed batch sizes, CUDA graphs) on the GPU."""
+    import torch
+
+    from vidsearch.formats.model_repository import TensorInfo
+    from vidsearch.runtime.torch_backend import DTYPES, Tower, batch_sizes
+
+    return Tower(module, TensorInfo(name, dtype, (-1, *shape)), torch.device("cuda"), DTYPES["float16"],
+                 batch_sizes(max_batch), graphs)
+
+
+def torch_runtime(sizes: Sizes) -> Section:
+    """The torch runtime's towers in fp16: one text query's p50 (numpy in, numpy out) eager and replayed
+    from a CUDA graph, for ViCLIP-B/16 and L/14; vision clips/s at its best padded batch."""
+    import torch
+
+    from vidsearch.export.inputs import caption_tokens
+    from vidsearch.formats.model_repository import FRAMES, TOKENS
+    from vidsearch.models import create_model
+    from vidsearch.models.towers import TextTower, VisionTower
+    from vidsearch.runtime.torch_backend import batch_sizes
+
+    result: Section = {"status": "ok", "dtype": "float16"}
+    top = 2 * sizes.model_batch
+    vision_batches = [b for b in batch_sizes(top) if b >= max(1, sizes.model_batch // 4)]
+    for preset in ("viclip-b16", "viclip-l14"):
+        model = create_model(preset).eval()
+        length = model.config.context_length
+        tokens = caption_tokens(length)[:1]
+        for graphs in (False, True):
+            text = _runtime_tower(TextTower(model), TOKENS, "int64", (length,), 1, graphs)
+            text.capture_all()
+            label = "cuda_graph" if graphs else "eager"
+            result[f"{preset}_text_p50_ms_{label}"] = _latency_ms(lambda t=text, q=tokens: t.run(q),
+                                                                  sizes.repeats * 10)
+        shape = (model.config.num_frames, 3, model.config.image_size, model.config.image_size)
+        vision = _runtime_tower(VisionTower(model), FRAMES, "float32", shape, top, graphs=True)
+        vision.capture_all()
+        rates = {}
+        for batch in vision_batches:
+            clips = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+            vision.run(clips)
+            rates[batch] = _rate(batch * sizes.repeats,
+                                 lambda v=vision, c=clips: [v.run(c) for _ in range(sizes.repeats)])
+        best = max(rates, key=lambda b: rates[b])
+        result[f"{preset}_vision_clips_per_s"] = rates[best]
+        result[f"{preset}_vision_best_batch"] = best
+        del model, text, vision
+        torch.cuda.empty_cache()
+    return result
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def torch_parity(folder: Path, sizes: Sizes) -> Section:
+    """ViCLIP-B/16 (random weights) exported by `vidsearch export`: the torch runtime on the GPU (fp16,
+    bf16, CUDA graphs) against the embedded runtime (ONNX Runtime, CPU, fp32) of the same export."""
+    import torch
+
+    from vidsearch.export import ExportConfig, export_model
+    from vidsearch.models import create_model
+    from vidsearch.runtime import RuntimeConfig, open_runtime
+
+    torch.manual_seed(0)
+    checkpoint = folder / "viclip-b16.pth"
+    torch.save({"model": create_model("viclip-b16").state_dict()}, checkpoint)
+    repository = folder / "parity-repository"
+    started = time.perf_counter()
+    export_model(ExportConfig("viclip-b16", checkpoint, repository, max_batch=sizes.model_batch))
+    result: Section = {"status": "ok", "export_seconds": time.perf_counter() - started}
+    queries = [f"a person doing thing number {i} in a park" for i in range(16)]
+    rng = np.random.default_rng(0)
+    clips = rng.standard_normal((sizes.model_batch + 3, 8, 3, 224, 224)).astype(np.float32)
+    with open_runtime(RuntimeConfig(model_repository=repository)) as cpu:
+        reference_text, reference_video = cpu.embed_text(queries), cpu.embed_video(clips)
+    for dtype in ("float16", "bfloat16"):
+        config = RuntimeConfig(kind="torch", gpu="required", dtype=dtype, model_repository=repository)
+        with open_runtime(config) as gpu:
+            result[f"{dtype}_runtime"] = gpu.choice.describe()
+            text, video = gpu.embed_text(queries), gpu.embed_video(clips)
+            result[f"{dtype}_text_min_cosine"] = float(_cosines(text, reference_text).min())
+            result[f"{dtype}_vision_min_cosine"] = float(_cosines(video, reference_video).min())
+    return result
+
+
+def _train_steps(folder: Path, device: str, precision: str, steps: int, items: int) -> Section:
+    """`steps` optimiser steps of the demo recipe (its model, data, batch and schedule) on `device`."""
+    from vidsearch.training.config import load_recipe
+    from vidsearch.training.loop import StepInfo
+    from vidsearch.training.viclip import train_viclip
+
+    recipe = load_recipe("demo", {"device": device, "loop.precision": precision, "loop.steps": steps,
+                                  "loop.save_every": 0, "data.synthetic.n": items})
+    infos: list[StepInfo] = []
+    train_viclip(recipe, folder / f"train-{device}", on_step=infos.append)
+    timed = infos[-1].seconds - infos[0].seconds  # the first step warms up (allocations, kernels)
+    return {"steps_per_s": (len(infos) - 1) / timed, "first_loss": infos[0].loss, "last_loss": infos[-1].loss,
+            "mean_loss_last_10": float(np.mean([i.loss for i in infos[-10:]]))}
+
+
+def training(folder: Path, sizes: Sizes) -> Section:
+    """50 steps of the demo training recipe on the GPU under bf16 autocast, and the same steps on the CPU
+    in fp32: steps/s and the loss reached (same seed, same data order)."""
+    steps = 50 if sizes is FULL else 5
+    items = 6000 if sizes is FULL else 256
+    gpu = _train_steps(folder, "cuda", "bf16", steps, items)
+    cpu = _train_steps(folder, "cpu", "fp32", steps, items)
+    return {"status": "ok", "steps": steps, "recipe": "demo", "gpu_bf16": gpu, "cpu_fp32": cpu,
+            "speedup": gpu["steps_per_s"] / cpu["steps_per_s"],
+            "last_loss_difference": gpu["last_loss"] - cpu["last_loss"]}
+
+
 def env() -> Section:
     import torch
 
@@ -341,7 +467,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the plumbing, anywhere")
     parser.add_argument("--out", type=Path, default=RESULTS / "gpu.json")
     parser.add_argument("--sections", nargs="*", default=["env", "decode_parity", "decode_speed", "models",
-                                                          "faiss"])
+                                                          "faiss", "torch_runtime", "torch_parity",
+                                                          "training"])
     args = parser.parse_args()
     sizes = SMOKE if args.smoke else FULL
     decoder = "gpu" if cuda_available() else "cpu"
@@ -353,6 +480,9 @@ def main() -> None:
             "decode_speed": lambda: decode_speed(media, sizes),
             "models": lambda: models(sizes),
             "faiss": lambda: faiss_section(sizes),
+            "torch_runtime": lambda: torch_runtime(sizes),
+            "torch_parity": lambda: torch_parity(media, sizes),
+            "training": lambda: training(media, sizes),
         }
         cpu_ok = {"decode_parity"} if args.smoke else set()
         report = {name: run_section(name, makers[name], needs_gpu=name not in cpu_ok)

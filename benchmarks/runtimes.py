@@ -1,7 +1,11 @@
-"""ViCLIP-B/16 towers on this machine: PyTorch eager vs ONNX Runtime (CPU; CUDA and TensorRT where present).
+"""ViCLIP-B/16 towers on this machine: PyTorch eager, the torch runtime and ONNX Runtime (CPU; CUDA and
+TensorRT where present).
 
-Random weights (speed does not depend on them). Both towers are exported the way `vidsearch export`
-exports them (dynamo exporter, opset 18, raw + normalised outputs). For every tower, runtime and batch
+Random weights (speed does not depend on them). "torch runtime cpu" is the served torch runtime's
+tower (`vidsearch.runtime.torch_backend.Tower`: numpy in, padding to its fixed batch sizes, fp32
+eager on the CPU, numpy out), measured in the same run as ONNX Runtime, the embedded runtime's engine.
+Both towers are exported the way `vidsearch export` exports them (dynamo exporter, opset 18, raw +
+normalised outputs). For every tower, runtime and batch
 size it measures items per second (clips/s, queries/s), and the achieved FLOP/s against this
 machine's own fp32 matrix-multiply peak, measured in the same run (best of torch.mm, numpy @ and an
 ONNX Runtime MatMul over a few square sizes, on the same threads). FLOPs = 2 × the
@@ -43,8 +47,10 @@ from vidsearch.export.config import EXTERNAL_DATA_THRESHOLD
 from vidsearch.export.graphs import Graph, graphs_for
 from vidsearch.export.inputs import caption_tokens, random_batch
 from vidsearch.export.onnx_export import export_onnx
+from vidsearch.formats.model_repository import TensorInfo
 from vidsearch.models import InternVideo2Config, create_model
 from vidsearch.models.wordpiece import SPECIALS
+from vidsearch.runtime.torch_backend import Tower, batch_sizes
 
 MACS = {"text": 1.22e9, "vision": 179.6e9}
 UNITS = {"text": "queries/s", "vision": "clips/s"}
@@ -125,15 +131,21 @@ def inputs_for(graph: Graph, batch: int) -> dict[str, np.ndarray]:
     return random_batch(graph, batch, np.random.default_rng(0))
 
 
-def runners(graph: Graph, path: Path, threads: int) -> dict[str, Callable[[dict[str, np.ndarray]], object]]:
-    """The runtimes to compare: eager PyTorch and ONNX Runtime on every provider present."""
+def runners(graph: Graph, path: Path, threads: int,
+            max_batch: int) -> dict[str, Callable[[dict[str, np.ndarray]], object]]:
+    """The runtimes to compare: eager PyTorch, the torch runtime's tower on the CPU, and ONNX Runtime on
+    every provider present."""
     module = graph.module
 
     def eager(feed: dict[str, np.ndarray]) -> object:
         with torch.inference_mode():
             return module(*(torch.from_numpy(v) for v in feed.values()))
 
-    found: dict[str, Callable[[dict[str, np.ndarray]], object]] = {"pytorch eager": eager}
+    spec = graph.inputs[0]
+    tower = Tower(module, TensorInfo(spec.name, spec.dtype, (-1, *spec.shape)), torch.device("cpu"),
+                  torch.float32, batch_sizes(max_batch), cuda_graphs=False)
+    found: dict[str, Callable[[dict[str, np.ndarray]], object]] = {
+        "pytorch eager": eager, "torch runtime cpu": lambda feed: tower.run(feed[spec.name])}
     session = ort_session(path, threads)
     found["onnxruntime cpu"] = lambda feed: session.run(None, feed)
     available = ort.get_available_providers()
@@ -161,7 +173,7 @@ def internvideo2_vision_macs(config: InternVideo2Config) -> float:
 def measure(tower: str, graph: Graph, path: Path, batches: list[int], threads: int, min_time: float,
             peak: float, macs: float | None = None, min_runs: int | None = None) -> list[Row]:
     rows = []
-    for name, run in runners(graph, path, threads).items():
+    for name, run in runners(graph, path, threads, max(batches)).items():
         for batch in batches:
             feed = inputs_for(graph, batch)
             runs = min_runs or (2 if tower == "vision" else 5)
@@ -207,6 +219,8 @@ def verdicts(rows: list[Row]) -> dict[str, object]:
         return next(r for r in rows if (r.tower, r.runtime, r.batch) == (tower, runtime, batch))
 
     speedup = find("text", "onnxruntime cpu", 1).items_per_s / find("text", "pytorch eager", 1).items_per_s
+    ort_text, ort_vision = find("text", "onnxruntime cpu", 1), find("vision", "onnxruntime cpu", 1)
+    torch_text, torch_vision = find("text", "torch runtime cpu", 1), find("vision", "torch runtime cpu", 1)
     vision = max((r for r in rows if r.tower == "vision"), key=lambda r: r.peak_fraction)
     return {
         "text_b1_ort_over_eager": speedup,
@@ -216,6 +230,8 @@ def verdicts(rows: list[Row]) -> dict[str, object]:
         "vision_best": f"{vision.runtime}, batch {vision.batch}",
         "vision_target": VISION_PEAK_TARGET,
         "vision_met": vision.peak_fraction >= VISION_PEAK_TARGET,
+        "torch_runtime_over_ort_text_b1": torch_text.items_per_s / ort_text.items_per_s,
+        "torch_runtime_over_ort_vision_b1": torch_vision.items_per_s / ort_vision.items_per_s,
     }
 
 
@@ -311,6 +327,9 @@ def main() -> None:
           f"(target {TEXT_SPEEDUP_TARGET}x: {'met' if result['text_b1_met'] else 'MISSED'})")
     print(f"vision: best {result['vision_best_peak_fraction']:.1%} of peak ({result['vision_best']}) "
           f"(target {VISION_PEAK_TARGET:.0%}: {'met' if result['vision_met'] else 'MISSED'})")
+    print(f"torch runtime / ONNX Runtime on the CPU, batch 1: text "
+          f"{result['torch_runtime_over_ort_text_b1']:.2f}x, "
+          f"vision {result['torch_runtime_over_ort_vision_b1']:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": machine(args.threads),

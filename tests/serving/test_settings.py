@@ -33,7 +33,9 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path,
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"limits": {"max_concurrent_rpcs": 0}}, "limits.max_concurrent_rpcs: Input should be greater than"),
-    ({"runtime": {"kind": "tensorflow"}}, "runtime.kind: Input should be 'embedded' or 'triton'"),
+    ({"runtime": {"kind": "tensorflow"}},
+     "runtime.kind: Input should be 'auto', 'embedded', 'torch' or 'triton'"),
+    ({"runtime": {"gpu": "required"}}, 'runtime "embedded" runs on the CPU, so gpu = "required" cannot hold'),
     ({"tls": {"cert": "cert.pem"}}, "tls: give both cert and key, or neither"),
     ({"allowed_roots": ["/no/such/dir"]}, "allowed root /no/such/dir is not a directory"),
     ({"prot": 1}, "prot: Extra inputs are not permitted"),

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from vidsearch.cli import app
 from vidsearch.client import SearchClient
 from vidsearch.errors import EXIT_NO_GPU
-from vidsearch.runtime.torch_backend import _Tower
+from vidsearch.runtime.torch_backend import Tower
 from vidsearch.serving import SearchServer
 
 from ..runtime.models import SCENE_S, Repository, shared_demo_repository
@@ -98,10 +98,10 @@ def test_serve_refuses_a_required_gpu_it_lacks_with_its_own_exit_status(reposito
 def test_gpu_out_of_memory_fails_that_request_and_the_server_keeps_serving(
         repository: Repository, media: Media, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fault-injected torch runtime raises CUDA's out-of-memory error on one model run."""
-    run = _Tower.run
+    run = Tower.run
     faults = [True]
 
-    def out_of_memory_once(self: _Tower, batch: np.ndarray) -> Any:
+    def out_of_memory_once(self: Tower, batch: np.ndarray) -> Any:
         if faults:
             faults.pop()
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -110,7 +110,7 @@ def test_gpu_out_of_memory_fails_that_request_and_the_server_keeps_serving(
     settings = settings_for(repository, media, tmp_path / "index", runtime={"kind": "torch", "gpu": "off"})
     with SearchServer(settings) as server, SearchClient(server.address) as client:
         client.ingest([VIDEOS[0]])
-        monkeypatch.setattr(_Tower, "run", out_of_memory_once)
+        monkeypatch.setattr(Tower, "run", out_of_memory_once)
         with pytest.raises(grpc.RpcError) as failed:
             client.search("a red circle moving left", top_k=1)
         assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

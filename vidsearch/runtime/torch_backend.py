@@ -78,7 +78,7 @@ class _Captured:
     outputs: tuple[torch.Tensor, ...]
 
 
-class _Tower:
+class Tower:
     """One tower on its device: padding to the fixed batch sizes, and the CUDA graphs where captured."""
 
     def __init__(self, module: torch.nn.Module, spec: TensorInfo, device: torch.device, dtype: torch.dtype,
@@ -160,11 +160,11 @@ class TorchBackend:
         self.dtype = DTYPES[dtype] if self.device.type == "cuda" else torch.float32
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)
-        self._towers: dict[str, _Tower] = {}
+        self._towers: dict[str, Tower] = {}
         for model in (models.text, models.vision, models.classifier):
             if model is None:
                 continue
-            tower = _Tower(load(model), model.input, self.device, self.dtype, batch_sizes(model.max_batch),
+            tower = Tower(load(model), model.input, self.device, self.dtype, batch_sizes(model.max_batch),
                            cuda_graphs)
             tower.capture_all()
             self._towers[model.name] = tower
