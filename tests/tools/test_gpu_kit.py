@@ -128,3 +128,13 @@ def test_the_bundle_takes_the_runtime_dependencies_of_the_extras_not_only_the_ba
     names = {re.split(r"[<>=\[;]", r)[0] for r in bundle._project_requirements()}
     assert {"av", "grpcio", "onnxruntime", "onnx", "pyarrow", "pydantic", "typer"} <= names
     assert not names & {"torch", "faiss-cpu", "vidsearch"}
+
+
+def test_the_gpu_report_marks_the_torch_runtime_sections_skipped_without_a_gpu(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the report on a machine without a GPU")
+    report = _report(tmp_path, "torch_runtime", "torch_parity", "training")
+    for section in ("torch_runtime", "torch_parity", "training"):
+        assert report[section] == {"status": "skipped", "reason": "no CUDA GPU"}
