@@ -141,6 +141,24 @@ def test_damaged_or_missing_weights_are_refused(repository: Repository, tmp_path
         open_runtime(_config(copy, kind="torch", gpu="off"))
 
 
+def test_auto_on_a_gpu_serves_an_export_without_torch_weights_on_the_cpu(
+        repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repository exported before the torch runtime: `auto` falls back, naming the cause."""
+    import vidsearch.runtime.choice as choice
+
+    copy = tmp_path / "repository"
+    shutil.copytree(repository.path, copy)
+    for description in copy.glob("*/*/vidsearch.json"):
+        data = json.loads(description.read_text())
+        data.pop("weights", None)
+        description.write_text(json.dumps(data))
+    monkeypatch.setattr(choice, "cuda_problem", lambda: None)  # pretend a GPU is visible
+    with open_runtime(_config(copy, kind="auto")) as runtime:
+        assert runtime.kind == "embedded"
+        assert "cannot load this repository" in runtime.choice.reason
+        assert "no PyTorch weights" in runtime.choice.reason
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_cuda_graphs_in_half_precision_match_the_cpu_export(repository: Repository, dtype: str) -> None:

@@ -139,3 +139,15 @@ def test_the_triton_runtime_answers_as_the_embedded_one(exported: Exported) -> N
         finally:
             remote.close()
             local.close()
+
+
+def test_the_torch_runtime_answers_as_the_embedded_one(exported: Exported) -> None:
+    """The InternVideo2 towers rebuilt from their exported safetensors, on the CPU in fp32."""
+    clips = np.random.default_rng(2).standard_normal((5, 4, 3, 28, 28)).astype(np.float32)
+    torch_config = RuntimeConfig(kind="torch", gpu="off", model_repository=exported.repository)
+    with open_runtime(torch_config) as on_torch, \
+            open_runtime(RuntimeConfig(model_repository=exported.repository)) as local:
+        assert on_torch.kind == "torch"
+        np.testing.assert_allclose(on_torch.embed_text(list(QUERIES)), local.embed_text(list(QUERIES)),
+                                   atol=1e-5)
+        np.testing.assert_allclose(on_torch.embed_video(clips), local.embed_video(clips), atol=1e-5)

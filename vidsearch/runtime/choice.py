@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vidsearch.errors import GpuUnavailableError, MissingDependencyError
+from vidsearch.errors import GpuUnavailableError, MissingDependencyError, ModelFormatError
 from vidsearch.runtime.base import Backend
 from vidsearch.runtime.config import RuntimeConfig
 from vidsearch.runtime.facts import RuntimeChoice
@@ -112,7 +112,13 @@ def _gpu_backend(models: RepositoryModels, config: RuntimeConfig) -> tuple[Backe
     if problem is not None:
         raise GpuUnavailableError(problem)
     reason = "a CUDA GPU is available" if config.kind == "auto" else "configured (runtime torch)"
-    best = _start_gpu(lambda: _torch(models, config, GPU_DEVICE, reason), "the torch runtime")
+    try:
+        best = _start_gpu(lambda: _torch(models, config, GPU_DEVICE, reason), "the torch runtime")
+    except ModelFormatError as err:
+        if config.kind != "auto":
+            raise
+        # e.g. a repository exported before the torch runtime: `auto` still serves it, on the CPU
+        raise GpuUnavailableError(f"the torch runtime cannot load this repository ({err})") from err
     providers = ort_gpu_providers() if config.kind == "auto" else []
     if not providers:
         return best
