@@ -8,7 +8,8 @@ this machine, which has no CUDA: `gpu = "auto"` falls back, `gpu = "required"` r
 import json
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import pytest
 import torch
 
 from vidsearch.errors import GpuUnavailableError, ModelFormatError
-from vidsearch.runtime import ModelRuntime, RuntimeConfig, open_runtime, read_repository
+from vidsearch.runtime import ModelRuntime, ModelSpec, RuntimeConfig, open_runtime, read_repository
 from vidsearch.runtime.choice import cuda_problem
+from vidsearch.runtime.facts import RuntimeChoice
 from vidsearch.runtime.torch_backend import TorchBackend, batch_sizes
 
 from .models import MAX_BATCH, Repository
@@ -170,3 +172,53 @@ def test_cuda_graphs_in_half_precision_match_the_cpu_export(repository: Reposito
         for _ in range(2):  # the second call replays the graphs captured at start
             assert _cosines(gpu_rt.embed_text(QUERIES), ort_rt.embed_text(QUERIES)).min() >= 0.999
             assert _cosines(gpu_rt.embed_video(clips), ort_rt.embed_video(clips)).min() >= 0.999
+
+
+class _TimedBackend:
+    """A backend that answers after a fixed delay, for the start-up race (no GPU runs here)."""
+
+    def __init__(self, kind: str, delay_s: float) -> None:
+        self.kind, self.delay_s, self.closed, self.calls = kind, delay_s, False, 0
+
+    def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
+              timeout_s: float | None) -> dict[str, np.ndarray]:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return {name: np.zeros((1, 32), np.float32) for name in outputs}
+
+    def ready(self, model: ModelSpec) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("torch_delay_s", "ort_delay_s", "winner"), [(0.001, 0.004, "torch"),
+                                                                       (0.004, 0.001, "embedded")])
+def test_auto_times_torch_against_onnx_runtimes_gpu_provider_and_keeps_the_faster(
+        repository: Repository, monkeypatch: pytest.MonkeyPatch, torch_delay_s: float, ort_delay_s: float,
+        winner: str) -> None:
+    import vidsearch.runtime.choice as choice
+    import vidsearch.runtime.embedded as embedded
+
+    on_torch, on_ort = _TimedBackend("torch", torch_delay_s), _TimedBackend("embedded", ort_delay_s)
+    providers: list[Sequence[str]] = []
+
+    def ort_backend(models: object, threads: int, given: Sequence[str]) -> _TimedBackend:
+        providers.append(given)
+        return on_ort
+
+    monkeypatch.setattr(choice, "cuda_problem", lambda: None)
+    monkeypatch.setattr(choice, "ort_gpu_providers", lambda: ["CUDAExecutionProvider"])
+    monkeypatch.setattr(choice, "_torch", lambda models, config, device, reason: (
+        on_torch, RuntimeChoice("torch", device, "float16", reason)))
+    monkeypatch.setattr(embedded, "EmbeddedBackend", ort_backend)
+    runtime = open_runtime(_config(repository.path, kind="auto"))
+    assert providers == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    assert on_torch.calls > 1
+    assert on_ort.calls > 1
+    assert (runtime.kind, runtime.choice.device) == (winner, "cuda:0")
+    assert "one-item call: torch" in runtime.choice.reason
+    loser = on_ort if winner == "torch" else on_torch
+    assert loser.closed
+    runtime.close()
