@@ -4,10 +4,12 @@ import hashlib
 import json
 import shutil
 import sys
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 from tritonclient.grpc import model_config_pb2 as mc
 
 from vidsearch.errors import CheckpointError, ConfigError, ExportError, MissingDependencyError, ParityError
@@ -44,7 +46,8 @@ def test_cpu_export_writes_a_self_describing_repository(cpu_repository: Path, ti
     backend_model = resources.files("vidsearch.export.python_backend").joinpath("model.py").read_bytes()
     for name, task in (("viclip_text", "text_embedding"), ("viclip_vision", "video_embedding")):
         version_dir = cpu_repository / name / "1"
-        assert sorted(p.name for p in version_dir.iterdir()) == ["model.onnx", "model.py", "vidsearch.json"]
+        files = sorted(p.name for p in version_dir.iterdir())
+        assert files == ["model.onnx", "model.py", "model.safetensors", "vidsearch.json"]
         assert (version_dir / "model.py").read_bytes() == backend_model
         config = triton_config.parse((cpu_repository / name / "config.pbtxt").read_text())
         assert (config.name, config.backend, config.max_batch_size) == (name, "python", MAX_BATCH)
@@ -56,6 +59,14 @@ def test_cpu_export_writes_a_self_describing_repository(cpu_repository: Path, ti
         assert data["normalized_output"] == "EMBEDDING_NORMALIZED"
         assert data["source"] == {"preset": str(tiny_viclip.preset), "checkpoint": "tiny-viclip.pth",
                                   "checkpoint_sha256": checkpoint_sha}
+        weights: dict[str, object] = data["weights"]  # type: ignore[assignment]  # the torch runtime's
+        file = version_dir / "model.safetensors"
+        assert weights["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+        assert (weights["family"], weights["config"]) == ("viclip", asdict(tiny_viclip.model.config))
+        tower = "text" if name == "viclip_text" else "vision"
+        assert (weights["tower"], weights["prefixes"]) == (tower, [f"{tower}_encoder.", f"{tower}_proj."])
+        with safe_open(str(file), "pt") as tensors:  # the tower's own tensors only
+            assert {key.split(".")[0] for key in tensors.keys()} == {f"{tower}_encoder"}  # noqa: SIM118
         assert data["exported_at"]
         assert isinstance(data["export_seconds"], float)
         figures = data["parity"]["figures"]  # type: ignore[index]
@@ -85,7 +96,7 @@ def test_a_second_export_adds_a_version_and_leaves_the_first_untouched(
     assert {k: v for k, v in after.items() if k in before} == before
     assert sorted(set(after) - set(before)) == [
         f"{model}/2/{file}" for model in ("viclip_text", "viclip_vision")
-        for file in ("model.onnx", "model.py", "vidsearch.json")
+        for file in ("model.onnx", "model.py", "model.safetensors", "vidsearch.json")
     ]
     assert manifest(out, "viclip_text", 2)["version"] == 2
     assert staging_leftovers(tmp_path) == []

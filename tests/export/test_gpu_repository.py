@@ -37,7 +37,7 @@ def test_without_tensorrt_it_says_so_and_writes_onnx_with_the_tensorrt_accelerat
         config = configs[name]
         assert config.platform == "onnxruntime_onnx"
         files = sorted(p.name for p in (gpu_export.out / name / "1").iterdir())
-        assert files == ["model.onnx", "vidsearch.json"]
+        assert files == ["model.onnx", "model.safetensors", "vidsearch.json"]
         (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
         assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
         assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_GPU, 2)]

@@ -113,7 +113,7 @@ def test_gpu_export_with_tensorrt_writes_int8_plans_checked_against_onnxruntime(
     assert result.tensorrt
     (model,) = result.models
     assert sorted(p.name for p in model.path.iterdir()) == ["calibration.cache", "model.onnx", "model.plan",
-                                                            "vidsearch.json"]
+                                                            "model.safetensors", "vidsearch.json"]
     model_config = triton_config.parse((model.path.parent / "config.pbtxt").read_text())
     assert model_config.platform == "tensorrt_plan"
     (build,) = fake_trt.builds
