@@ -97,6 +97,8 @@ def test_search_by_an_uploaded_file_and_by_an_indexed_clip(http: httpx.Client, m
 def test_stats_ingest_and_delete(http: httpx.Client, running: Running) -> None:
     stats = http.get("/v1/stats").json()
     assert (stats["clips"], stats["videos"]) == (len(VIDEOS) * CLIPS_PER_VIDEO, len(VIDEOS))
+    assert (stats["runtime"], stats["runtime_device"], stats["runtime_dtype"], stats["runtime_reason"]) == (
+        "embedded", "cpu", "float32", "configured (runtime embedded)")
     done = http.post("/v1/ingest", json={"items": [{"path": VIDEOS[0], "video_id": "copy", "tags": ["x"]},
                                                    {"path": "missing.mp4"}]}).json()
     assert [(r["video_id"], r["clips"], r["error_code"]) for r in done["results"]] == [
