@@ -6,9 +6,10 @@ model fills them); a VideoMAE V2 classifier becomes one, `videomae_v2`. Every gr
 the batch. InternVideo2's text graph takes the same TOKENS input (WordPiece ids padded with 0, the
 attention mask derived in the graph), so runtimes feed both families alike.
 
-Normalisation is decided here, once: each ViCLIP tower returns its raw embedding (`EMBEDDING`, what
-the PyTorch model returns) AND its L2-normalised copy (`EMBEDDING_NORMALIZED`, x / max(‖x‖, 1e-12)),
-computed inside the graph. Search uses the normalised output; training-side tools the raw one.
+Normalisation is decided once, in the tower modules (`vidsearch.models.towers`, which the torch
+runtime runs too): each ViCLIP tower returns its raw embedding (`EMBEDDING`, what the PyTorch model
+returns) AND its L2-normalised copy (`EMBEDDING_NORMALIZED`, x / max(‖x‖, 1e-12)), computed inside the
+graph. Search uses the normalised output; training-side tools the raw one.
 Tensor names are upper-case, Triton's habit, which also keeps them apart from the exporter's
 internal value names (lower-case operator names such as `embedding`).
 """
