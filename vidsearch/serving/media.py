@@ -1,9 +1,10 @@
 """Video inputs of requests → clips → embeddings, by the same rules the batch jobs use.
 
 The input (encoded bytes, or an allowed path) is probed, cut into clips (`vidsearch.video.segment`),
-decoded and preprocessed by the model's own spec (`read_clips`), and handed to the runtime as they
-are decoded (the runtime runs them in batches of the model's limit, so a long video is never held
-in memory whole). Decoding is bounded by the request's deadline.
+decoded (planned from the probe's timeline: the input is demuxed once) and preprocessed by the
+model's own spec (`read_clips`), and handed to the runtime as they are decoded (the runtime runs them
+in batches of the model's limit, so a long video is never held in memory whole). Decoding is
+bounded by the request's deadline.
 """
 
 import math
@@ -20,7 +21,16 @@ from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.settings import LimitSettings, VideoSettings
-from vidsearch.video import Clip, ClipSpec, ReadOptions, VideoSource, probe, read_clips, segment
+from vidsearch.video import (
+    Clip,
+    ClipSpec,
+    Probed,
+    ReadOptions,
+    VideoSource,
+    probe_timeline,
+    read_clips,
+    segment,
+)
 
 # per-clip costs of `request_bytes`, measured roughly on CPython 3.12: a sampled frame's entries in the
 # decoding plan, one output value in numpy and as a Python float in the response, a clip's objects
@@ -102,10 +112,12 @@ class VideoModels:
         self._limits = limits
 
     def segment(self, source: VideoSource, spec: ClipSpec,
-                deadline: RequestDeadline) -> tuple[list[Clip], float]:
-        """The clips of the input; RequestError when it would make more than `max_clips_per_request`."""
+                deadline: RequestDeadline) -> tuple[list[Clip], Probed]:
+        """The clips of the input and its probe (whose timeline `embed` and `classify` decode by);
+        RequestError when it would make more than `max_clips_per_request`."""
         with _deadline_first(deadline):
-            info = probe(source, time_limit_s=deadline.remaining())
+            probed = probe_timeline(source, time_limit_s=deadline.remaining())
+        info = probed.info
         most = spec.max_clips(info.duration_s)
         if most > self._limits.max_clips_per_request:
             limit = self._limits.max_clips_per_request
@@ -113,26 +125,26 @@ class VideoModels:
                                f"{spec.stride:g} s would make up to {most} clips; the limit is {limit} "
                                "(limits.max_clips_per_request): ask for longer clips or a larger stride")
         deadline.remaining()
-        return segment(info, spec), info.duration_s
+        return segment(info, spec), probed
 
-    def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
+    def embed(self, source: VideoSource, clips: list[Clip], probed: Probed,
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
         model = self._model(self._runtime.facts.vision, "video embeddings (viclip_vision)")
-        return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
+        return self._run(source, clips, probed, model, self._runtime.embed_video, deadline)
 
-    def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
+    def classify(self, source: VideoSource, clips: list[Clip], probed: Probed,
                  deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
         model = self._model(self._runtime.facts.classifier, "classification (videomae_v2)")
-        return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
+        return self._run(source, clips, probed, model, self._runtime.classify, deadline)
 
     def _model(self, model: ModelFacts | None, what: str) -> ModelFacts:
         if model is None or model.preprocess is None:
             raise ConfigError(f"this server's model repository has no model for {what}")
         return model
 
-    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelFacts,
+    def _run(self, source: VideoSource, clips: list[Clip], probed: Probed, model: ModelFacts,
              run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
         """Decode and preprocess the clips by the model's spec, and run them through the model."""
         spec = model.preprocess
@@ -146,10 +158,10 @@ class VideoModels:
         done: list[Clip] = []
 
         def tensors() -> Iterator[NDArray[np.float32]]:
-            for clip, tensor in read_clips(source, clips, spec, options):
+            for clip, tensor in read_clips(source, clips, spec, options, probed.timeline):
                 done.append(clip)
                 yield tensor
 
         with _deadline_first(deadline):
             values = run(tensors(), deadline.remaining())
-        return ClipOutputs(tuple(done), values, duration_s)
+        return ClipOutputs(tuple(done), values, probed.info.duration_s)
