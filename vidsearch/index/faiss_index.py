@@ -27,7 +27,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, IndexReadOnlyError
+from vidsearch.errors import ClipIndexError, IndexFormatError, IndexReadOnlyError, IndexUnavailableError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
@@ -57,7 +57,15 @@ from vidsearch.index.filters import FilteredSearcher, Selection
 from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
 from vidsearch.index.paging import paginate
-from vidsearch.index.persistence import INDEX_FILE, METADATA_FILE, WriterLock, load_snapshot, save_snapshot
+from vidsearch.index.persistence import (
+    INDEX_FILE,
+    METADATA_FILE,
+    WriterLock,
+    is_large,
+    load_snapshot,
+    save_snapshot,
+    verify_files,
+)
 from vidsearch.index.scratch import make_scratch
 
 log = logging.getLogger(__name__)
@@ -91,6 +99,8 @@ class FaissClipIndex:
         self._pending = 0  # changes since the snapshot
         self._broken: str | None = None
         self._fold_thread: threading.Thread | None = None
+        self._checking: threading.Thread | None = None  # see `_verify_in_background`
+        self._damage: str | None = None
         self._searcher = FilteredSearcher(state.placement.index)
         self._tombstones = state.store.tombstones()
         self._removable: bool | None = None  # whether FAISS can remove ids from this type (see `_purge`)
@@ -148,7 +158,8 @@ class FaissClipIndex:
         lock = None if opts.read_only else WriterLock(directory)
         try:
             opener = functools.partial(cls._from_snapshot, directory, opts=opts, lock=lock)
-            return load_snapshot(directory, opener, verify=opts.verify)
+            limit = opts.verify_max_bytes
+            return load_snapshot(directory, opener, verify=opts.verify, verify_max_bytes=limit)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -174,11 +185,42 @@ class FaissClipIndex:
                         "index writable once to fold them into a snapshot", directory, len(pending))
         elif pending:
             index._replay(pending)
+        if opts.verify_in_background and opts.verify is None and is_large(manifest, opts.verify_max_bytes):
+            index._verify_in_background(snapshot, manifest)
         if index._log_changes:
             changelog.truncate_torn_tail(directory, manifest.log_applied)
             state.log = ChangeLog(directory, changelog.last_seq(directory, manifest.log_applied) + 1)
             index._maybe_fold(changelog.pending_bytes(directory, manifest.log_applied))
         return index
+
+    def _verify_in_background(self, snapshot: Path, manifest: IndexManifest) -> None:
+        """Check the digests of a snapshot too large to check while opening, without holding up the
+        process; searches and changes are refused until they pass, and for good if they do not."""
+
+        def check() -> None:
+            try:
+                verify_files(snapshot, manifest)
+            except (IndexFormatError, OSError) as exc:
+                self._damage = str(exc)
+                log.error("%s: not served: %s", self._s.directory, exc)
+            else:
+                log.info("%s: the digests of %s are intact", self._s.directory, snapshot.name)
+
+        log.info("%s: checking the digests of %s (%d bytes) before serving it", self._s.directory,
+                 snapshot.name, manifest.total_bytes)
+        self._checking = threading.Thread(target=check, name="index-verify", daemon=True)
+        self._checking.start()
+
+    def ready(self) -> bool:
+        """False while the snapshot's digests are being checked in the background, or found wrong."""
+        return self._damage is None and not (self._checking is not None and self._checking.is_alive())
+
+    def _check_verified(self) -> None:
+        if self._damage is not None:
+            raise IndexFormatError(self._damage)
+        if not self.ready():
+            raise IndexUnavailableError(f"{self._s.directory}: the digests of {self._s.snapshot} are being "
+                                        "checked before it is served; retry shortly")
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -358,6 +400,7 @@ class FaissClipIndex:
         log.info("removed %d deleted vectors from %s", dead.size, self._s.directory or "the index")
 
     def _check_writable(self) -> None:
+        self._check_verified()
         if self._s.read_only:
             where = self._s.directory or "this index"
             raise IndexReadOnlyError(f"{where} is open read-only; open it writable (and not memory-mapped)")
@@ -377,6 +420,7 @@ class FaissClipIndex:
         """`search_hits` of rows that `normalise_rows` has checked and normalised already (`paginate` does,
         for `search`): a query is normalised once on its way to FAISS."""
         check_top_k(k)
+        self._check_verified()
         with self._lock.read():
             selection = self._selection(search_filter)
             if selection is not None and selection.allowed is not None and selection.allowed.size == 0:
@@ -400,6 +444,7 @@ class FaissClipIndex:
         return Selection(allowed=allowed, excluded=self._tombstones)
 
     def get(self, clip_ids: Iterable[str]) -> dict[str, ClipRecord]:
+        self._check_verified()
         ids = np.fromiter(self._s.store.ids_for_clips(list(clip_ids)).values(), dtype=np.int64)
         return {record.clip_id: record for record in self._records(ids).values()}
 
@@ -418,6 +463,7 @@ class FaissClipIndex:
     def save(self, directory: Path | None = None) -> Path:
         """Write a snapshot atomically into `directory` (default: where the index lives) and fold the
         change log into it; saving elsewhere moves the index there (taking that directory's lock)."""
+        self._check_verified()
         target = directory or self._s.directory
         if target is None:
             raise ClipIndexError("this index has no directory yet: call save(directory)")
@@ -463,7 +509,7 @@ class FaissClipIndex:
     def _maybe_fold(self, log_bytes: int) -> None:
         """Fold a log past COMPACT_LOG_BYTES or COMPACT_CHANGES into a new snapshot, in the background."""
         small = log_bytes < COMPACT_LOG_BYTES and self._pending < COMPACT_CHANGES
-        if small or (self._fold_thread and self._fold_thread.is_alive()):
+        if small or not self.ready() or (self._fold_thread and self._fold_thread.is_alive()):
             return
         self._fold_thread = threading.Thread(target=self._fold, name="index-fold", daemon=True)
         self._fold_thread.start()
