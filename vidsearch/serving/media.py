@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import ConfigError, RequestError, VideoDecodeError
+from vidsearch.errors import ConfigError, LimitExceededError, RequestError, VideoDecodeError
 from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving.deadline import RequestDeadline
@@ -93,13 +93,13 @@ def _deadline_first(deadline: RequestDeadline) -> Iterator[None]:
 
 
 def request_bytes(clips: int, model: ModelFacts) -> int:
-    """What running `clips` through `model` holds at once, estimated before decoding: one batch of input
-    tensors, and per clip its sampling plan, its output row (as the response's Python floats too) and
-    its bookkeeping."""
+    """What running `clips` through `model` holds at once besides its decoded frames, known before
+    decoding: a batch of input tensors (and its stacked copy), and per clip its sampling plan, its
+    output row (as the response's Python floats too) and its bookkeeping."""
     spec = model.preprocess
     assert spec is not None
     height, width = spec.size
-    batch = min(clips, model.batch) * spec.frames * 3 * height * width * 4
+    batch = 2 * min(clips, model.batch) * spec.frames * 3 * height * width * 4
     per_clip = spec.frames * _PLAN_BYTES_PER_FRAME + model.width * _BYTES_PER_OUTPUT + _CLIP_BYTES
     return batch + clips * per_clip
 
@@ -149,12 +149,15 @@ class VideoModels:
         """Decode and preprocess the clips by the model's spec, and run them through the model."""
         spec = model.preprocess
         assert spec is not None
+        budget = self._limits.max_request_bytes
         needed = request_bytes(len(clips), model)
-        if needed > self._limits.max_request_bytes:
+        if needed > budget:
             raise RequestError(f"{len(clips)} clips through {model.name} need about {needed >> 20} MiB; the "
-                               f"limit is {self._limits.max_request_bytes >> 20} MiB per request "
+                               f"limit is {budget >> 20} MiB per request "
                                "(limits.max_request_bytes): ask for fewer or longer clips")
-        options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)
+        # the decoded frames the open clips hold are counted as they are decoded, against what is left
+        options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0,
+                              max_held_bytes=budget - needed)
         done: list[Clip] = []
 
         def tensors() -> Iterator[NDArray[np.float32]]:
@@ -162,6 +165,11 @@ class VideoModels:
                 done.append(clip)
                 yield tensor
 
-        with _deadline_first(deadline):
-            values = run(tensors(), deadline.remaining())
+        try:
+            with _deadline_first(deadline):
+                values = run(tensors(), deadline.remaining())
+        except LimitExceededError as exc:
+            raise LimitExceededError(f"{exc}; with the rest of the request that passes its limit of "
+                                     f"{budget >> 20} MiB (limits.max_request_bytes): ask for shorter "
+                                     "clips or a larger stride") from None
         return ClipOutputs(tuple(done), values, probed.info.duration_s)
