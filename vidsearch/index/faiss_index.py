@@ -5,11 +5,10 @@ ids and their metadata. Every change goes to both inside one SQLite transaction,
 rolls the metadata back. A live delete only records tombstones, which every search excludes with the
 same ID-selector machinery as filters (removing from an IVF index scans every inverted list: ~50 ms at
 150k clips, which searches would wait for); the background fold removes the tombstoned vectors from a
-copy of the index and swaps it in. Index types that cannot delete (HNSW) keep their tombstones for good.
-An index opened from a directory logs
-each change durably before returning (`changelog`) and folds the log into a new snapshot in the
-background once it holds COMPACT_CHANGES changes or COMPACT_LOG_BYTES; writers wait during a fold,
-searches do not.
+copy of the index and swaps it in. Index types that cannot delete (HNSW) keep their tombstones for
+good. An index opened from a directory logs each change durably before returning (`changelog`) and
+folds the log into a new snapshot in the background once it holds COMPACT_CHANGES changes or
+COMPACT_LOG_BYTES; writers wait during a fold, searches do not.
 """
 
 from __future__ import annotations
