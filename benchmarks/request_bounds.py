@@ -11,8 +11,9 @@ a video search and an ingest of the long video in the shortest clips.
 
 For each request, from the server process's /proc entries (nothing inside the server is changed):
 - CPU past the deadline: the server's CPU time (utime + stime, sampled every 10 ms) spent after the
-  client's deadline, until the server is idle again; and the wall time from the deadline to the last
-  busy sample ("held"). A request answered before its deadline has both at 0;
+  client's deadline, until the server is idle again; and "held": the wall time from the deadline to
+  the end of the last 100-ms window in which the server used at least half a core (a lone tick of
+  housekeeping does not count). A request answered before its deadline has both at 0;
 - peak memory growth: VmHWM after the request (reset before it through /proc/PID/clear_refs) minus
   VmRSS before it.
 
@@ -47,6 +48,7 @@ TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.01
 IDLE_S = 0.3  # no CPU tick for this long: the server is idle
 HELD_TARGET_MS = 100.0
+HELD_WINDOW_S = 0.1
 BUDGET_BYTES = 1 << 30  # limits.max_request_bytes, default
 
 
@@ -123,11 +125,22 @@ def measure(server: ServerProcess, name: str, deadline_s: float, call: Callable[
     sampler.join()
     deadline = started + deadline_s
     cpu_at_deadline = next((cpu for t, cpu in samples if t >= deadline), samples[-1][1])
-    busy = [t for (t, cpu), (_, before) in zip(samples[1:], samples, strict=False) if cpu > before]
-    held = max(0.0, (busy[-1] if busy else started) - deadline)
+    held = max(0.0, _last_busy(samples, deadline) - deadline)
     return Outcome(name, deadline_s, status, round(answered, 3),
                    round(max(0.0, samples[-1][1] - cpu_at_deadline) * 1000, 1), round(held * 1000, 1),
                    round(server.peak_mb() - rss, 1))
+
+
+def _last_busy(samples: list[tuple[float, float]], since: float) -> float:
+    """The end of the last window of HELD_WINDOW_S after `since` with at least half a core busy."""
+    last = since
+    times = np.array([t for t, _ in samples])
+    cpus = np.array([cpu for _, cpu in samples])
+    for i in np.flatnonzero(times >= since):
+        j = int(np.searchsorted(times, times[i] + HELD_WINDOW_S))
+        if j < len(times) and cpus[j] - cpus[i] >= HELD_WINDOW_S / 2:
+            last = float(times[j])
+    return last
 
 
 def long_video(path: Path, seconds: int) -> Path:
