@@ -157,16 +157,23 @@ def test_large_index_loads_memory_mapped_and_read_only(tmp_path: Path) -> None:
     assert mapped_growth < 20, "a memory-mapped index leaves its vectors in the page cache"
 
 
-def test_mmap_is_chosen_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mmap_is_chosen_by_size_for_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import vidsearch.index.faiss_state as faiss_index
 
     build(make_records(10), clustered(10, 8, seed=9)).save(tmp_path)
+    caplog.set_level("INFO", logger="vidsearch.index.faiss_state")
     monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1)
+    with FaissClipIndex.open(tmp_path, OpenOptions(read_only=True)):
+        assert "(memory-mapped)" in caplog.text
+    caplog.clear()
     with FaissClipIndex.open(tmp_path) as index:
-        assert index.stats().read_only
+        assert not index.stats().read_only, "a writer reads a large index into memory, to change it"
+    assert "(memory-mapped)" not in caplog.text
     monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1 << 40)
-    with FaissClipIndex.open(tmp_path) as index:
-        assert not index.stats().read_only
+    with FaissClipIndex.open(tmp_path, OpenOptions(read_only=True)):
+        assert "(memory-mapped)" not in caplog.text
 
 
 def test_the_writers_scratch_copy_lives_in_the_index_and_goes_with_it(tmp_path: Path) -> None:

@@ -22,45 +22,13 @@ from vidsearch.video import ClipSpec, ReadOptions, ShotSpec
 from ..runtime.models import Repository
 from ..video.media import VideoSpec, truncate, write_long_video, write_video
 from .conftest import Corpus
-from .helpers import has_open, job, read_output
+from .helpers import alive, cmdline, descendants, has_open, job, read_output, wait_for
 
 VIDSEARCH = str(Path(sys.executable).parent / "vidsearch")
 
 
 def _failures(out: Path) -> dict[str, dict[str, str]]:
     return {f["video_id"]: f for f in map(json.loads, (out / "failures.jsonl").read_text().splitlines())}
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its entry waits to be reaped
-
-
-def _wait_for(condition: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def _command(folder: Path, out: Path, repository: Repository, *extra: str) -> list[str]:
@@ -113,10 +81,10 @@ def test_a_decoding_process_without_progress_is_stopped_at_the_time_limit(
     runner.start()
 
     def on_the_long_video() -> list[int]:
-        return [p for p in _descendants(os.getpid())
-                if "spawn_main" in _cmdline(p) and has_open(p, "a-long.mp4")]
+        return [p for p in descendants(os.getpid())
+                if "spawn_main" in cmdline(p) and has_open(p, "a-long.mp4")]
 
-    _wait_for(on_the_long_video, 60, "no decoding process took up the long video")
+    wait_for(on_the_long_video, 60, "no decoding process took up the long video")
     (worker,) = on_the_long_video()
     time.sleep(0.3)  # its start event is on its way
     os.kill(worker, signal.SIGSTOP)
@@ -128,14 +96,7 @@ def test_a_decoding_process_without_progress_is_stopped_at_the_time_limit(
     assert failure["error_type"] == "TimeLimitExceeded"
     assert "time limit of 8 s" in failure["message"]  # shot detection 5 s + 3 × 1 s (load, probe, decode)
     assert len(read_output(tmp_path / "out")) >= len(corpus.videos)  # a new process did the rest
-    _wait_for(lambda: not _alive(worker), 10, "the frozen process was not stopped")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+    wait_for(lambda: not alive(worker), 10, "the frozen process was not stopped")
 
 
 def test_sigkill_of_the_job_leaves_no_process_behind(repository: Repository, corpus: Corpus,
@@ -147,17 +108,49 @@ def test_sigkill_of_the_job_leaves_no_process_behind(repository: Repository, cor
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def decoding() -> bool:  # both processes at work on videos (past their start-up)
-            below = _descendants(process.pid)
-            workers = [p for p in below if "spawn_main" in _cmdline(p) and has_open(p, ".mp4")]
-            return len(workers) == 2 and any("resource_tracker" in _cmdline(p) for p in below)
+            below = descendants(process.pid)
+            workers = [p for p in below if "spawn_main" in cmdline(p) and has_open(p, ".mp4")]
+            return len(workers) == 2 and any("resource_tracker" in cmdline(p) for p in below)
 
-        _wait_for(decoding, 90, "the decoding processes and the resource tracker did not start")
-        below = _descendants(process.pid)
+        wait_for(decoding, 90, "the decoding processes and the resource tracker did not start")
+        below = descendants(process.pid)
     finally:
         process.kill()
         process.wait()
-    _wait_for(lambda: not any(_alive(p) for p in below), 20,
-              f"still running after the job was killed: {[_cmdline(p) for p in below if _alive(p)]}")
+    wait_for(lambda: not any(alive(p) for p in below), 20,
+              f"still running after the job was killed: {[cmdline(p) for p in below if alive(p)]}")
+
+
+def test_a_decoding_process_killed_mid_message_costs_only_its_video(repository: Repository, corpus: Corpus,
+                                                                    tmp_path: Path) -> None:
+    """SIGKILL of a decoding process of the real command while it streams clips (most of its time is
+    spent inside a send, the model being slower): with one queue shared by every process, the half
+    message and the lock it held stalled the job; with a pipe of its own, only its video is lost."""
+    folder = tmp_path / "videos"
+    shutil.copytree(corpus.folder, folder)
+    write_long_video(folder / "a-long.mp4", seconds=300, width=640, height=360)
+    out = tmp_path / "out"
+    process = subprocess.Popen(_command(folder, out, repository, "--workers", "2", "--queue-clips", "2"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def on_the_long_video() -> list[int]:
+            return [p for p in descendants(process.pid)
+                    if "spawn_main" in cmdline(p) and has_open(p, "a-long.mp4")]
+
+        wait_for(on_the_long_video, 90, "no decoding process took up the long video")
+        (worker,) = on_the_long_video()
+        time.sleep(1.5)  # into its clips: the pipe to the model is full, the process inside a send
+        os.kill(worker, signal.SIGKILL)
+        code = process.wait(timeout=180)
+    finally:
+        process.kill()
+        stderr = process.communicate()[1]
+    assert code == EXIT_WITH_FAILURES, stderr
+    failures = _failures(out)
+    assert set(failures) == {"a-long.mp4"}
+    assert failures["a-long.mp4"]["error_type"] == "DecoderCrashed"
+    videos = {clip_id.split("#")[0] for clip_id in read_output(out)}
+    assert videos == {p.name for p in corpus.videos}  # every other video, from both processes
 
 
 def test_sigint_stops_the_job_promptly_and_keeps_its_commits(repository: Repository, corpus: Corpus,
@@ -170,9 +163,9 @@ def test_sigint_stops_the_job_promptly_and_keeps_its_commits(repository: Reposit
                                stderr=subprocess.PIPE)
     try:
         ledger = out / "ledger.jsonl"
-        _wait_for(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 4, 120,
+        wait_for(lambda: ledger.exists() and len(ledger.read_text().splitlines()) >= 4, 120,
                   "nothing was committed")
-        below = _descendants(process.pid)
+        below = descendants(process.pid)
         process.send_signal(signal.SIGINT)
         started = time.monotonic()
         code = process.wait(timeout=60)
@@ -182,7 +175,7 @@ def test_sigint_stops_the_job_promptly_and_keeps_its_commits(repository: Reposit
         process.wait()
     assert code == 130  # 128 + SIGINT, as shells report an interrupted command
     assert took < 30, f"SIGINT took {took:.1f} s to stop the job"  # 1–5 s here, on a loaded machine
-    _wait_for(lambda: not any(_alive(p) for p in below), 10, "a process outlived the interrupted job")
+    wait_for(lambda: not any(alive(p) for p in below), 10, "a process outlived the interrupted job")
     kept = read_output(out)
     assert kept  # what was committed stays, and a second run completes it
     again = run_embed(job(folder, out, repository.path, workers=2, clips=ClipSpec(1.0)))

@@ -20,10 +20,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from vidsearch.client import SearchClient
+from vidsearch.runtime import RuntimeConfig, read_repository
+from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving import SearchServer
 from vidsearch.serving.exposure import exposure_warnings
+from vidsearch.serving.media import request_bytes
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
+from vidsearch.video import ClipSpec, probe, segment
 
 from ..runtime.models import Repository
 from .conftest import Media, settings_for
@@ -134,11 +138,20 @@ def test_uploads_in_flight_share_one_budget(repository: Repository, media: Media
         assert len(stub.EmbedVideo(iter([pb.EmbedVideoRequest(chunk=video)]), timeout=10).clips) == 3
 
 
+def _vision(repository: Repository) -> ModelFacts:
+    config = RuntimeConfig(model_repository=repository.path)
+    vision = read_repository(config).facts(config).vision
+    assert vision is not None
+    return vision
+
+
 def test_clips_per_request_and_memory_are_bounded(repository: Repository, media: Media,
                                                   tmp_path: Path) -> None:
+    # the tiny model: 3 clips need ~600 kB (mostly a batch of input and its stacked copy), 12 more;
+    # 64 kB for the frames the clip being read holds
+    budget = request_bytes(3, _vision(repository)) + 65_536
     settings = settings_for(repository, media, tmp_path / "index",
-                            # the tiny model: 3 clips need ~300 kB (mostly one batch of input), 12 ~430 kB
-                            limits={"max_clips_per_request": 20, "max_request_bytes": 360_000})
+                            limits={"max_clips_per_request": 20, "max_request_bytes": budget})
     with SearchServer(settings) as server, SearchClient(server.address) as client:
         with pytest.raises(grpc.RpcError) as many:
             client.embed_video(path="clip-0.mp4", clip_length_s=0.2)
@@ -153,6 +166,26 @@ def test_clips_per_request_and_memory_are_bounded(repository: Repository, media:
         assert "(limits.max_request_bytes)" in (heavy.value.details() or "")
         assert len(client.embed_video(path="clip-0.mp4").embeddings) == 3  # 3 clips fit
         assert server.metrics.in_flight._value.get() == 0
+
+
+def test_decoded_frames_count_against_the_request_budget(repository: Repository, media: Media,
+                                                         tmp_path: Path) -> None:
+    """Long clips at a short stride pass the count and the estimate made before decoding, but keep many
+    clips open, holding their decoded frames: those are counted as they are decoded, and the request
+    stops with RESOURCE_EXHAUSTED at the budget instead of growing past it."""
+    path = media.videos[0]
+    clips = len(segment(probe(path), ClipSpec(4.0, 0.2)))
+    budget = request_bytes(clips, _vision(repository)) + 16_384  # five 32×32 frames
+    settings = settings_for(repository, media, tmp_path / "index", limits={"max_request_bytes": budget})
+    with SearchServer(settings) as server, SearchClient(server.address) as client:
+        with pytest.raises(grpc.RpcError) as held:
+            client.embed_video(path=path.name, clip_length_s=4.0, clip_stride_s=0.2)
+        assert held.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = held.value.details() or ""
+        assert "decoded frames" in details
+        assert "(limits.max_request_bytes)" in details
+        assert len(client.embed_video(path=path.name).embeddings) == 3  # clips that overlap nothing fit
+        assert client.health() == "SERVING"
 
 
 @pytest.mark.slow

@@ -1,18 +1,22 @@
 """Serving talks to `ClipIndex` only: a `ShardedClipIndex` is served over real gRPC like one index, and a
 second server on the same index directory is refused."""
 
+import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from vidsearch.client import SearchClient
 from vidsearch.errors import IndexLockedError
-from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchFilter, Tuning
+from vidsearch.index.persistence import INDEX_FILE, current_snapshot
 from vidsearch.index.shards import shard_of
 from vidsearch.runtime import RuntimeConfig, read_repository
 from vidsearch.serving import SearchServer
 
+from ..index.test_integrity import flip
 from ..runtime.models import Repository
 from .conftest import CLIPS_PER_VIDEO, VIDEOS, Media, settings_for
 
@@ -70,3 +74,37 @@ def test_a_second_server_on_the_same_index_is_refused(repository: Repository, me
             SearchServer(settings).start()
         assert client.health() == "SERVING"
         assert client.index_stats().clips == CLIPS_PER_VIDEO
+
+
+def test_a_large_index_is_checked_in_the_background_and_its_log_replayed(
+    repository: Repository, media: Media, tmp_path: Path
+) -> None:
+    """`verify_on_open_max_bytes` lowered to 0: every snapshot counts as large. An intact one is served
+    with the changes logged after it; a damaged one is never served (health NOT_SERVING)."""
+    write_shards(tmp_path / "shards", repository)
+    index_dir = tmp_path / "shards" / "shard-0"
+    with FaissClipIndex.open(index_dir) as logged:
+        snapshot_clips = len(logged)
+        logged.delete_clips([next(iter(logged.search_hits(np.ones((1, logged.dim)), 1, SearchFilter(),
+                                                           Tuning())[0])).clip.clip_id])
+    large = settings_for(repository, media, index_dir, verify_on_open_max_bytes=0)
+    with SearchServer(large) as server, SearchClient(server.address) as client:
+        started = time.monotonic()
+        while client.health() != "SERVING":
+            assert time.monotonic() - started < 30
+            time.sleep(0.05)
+        assert client.index_stats().clips == snapshot_clips - 1, "the logged delete was replayed"
+        assert client.ingest([VIDEOS[0]])[0].clips == CLIPS_PER_VIDEO  # still writable
+    flip(current_snapshot(index_dir) / INDEX_FILE, 4)
+    with SearchServer(large) as server, SearchClient(server.address) as client:
+        started = time.monotonic()
+        while True:
+            with pytest.raises(grpc.RpcError) as refused:
+                client.search("a red circle")
+            if refused.value.code() != grpc.StatusCode.UNAVAILABLE:  # the check is over
+                break
+            assert time.monotonic() - started < 30
+            time.sleep(0.05)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"{INDEX_FILE}: damaged" in str(refused.value.details())
+        assert client.health() == "NOT_SERVING"

@@ -14,7 +14,8 @@ from vidsearch.client import SearchClient, SearchHit
 from vidsearch.models.tokenizer import Tokenizer
 from vidsearch.runtime import RuntimeConfig, read_repository
 from vidsearch.serving import SearchServer
-from vidsearch.video import ClipSpec, probe, read_clips, segment
+from vidsearch.video import ClipSpec, decode, probe, probing, read_clips, segment
+from vidsearch.video.timeline import scan_timeline
 
 from ..runtime.models import SCENE_S, Repository
 from .conftest import CLIPS_PER_VIDEO, VIDEOS, Media, Running, settings_for
@@ -119,6 +120,24 @@ def test_embed_text_and_embed_video_equal_pytorch(running: Running, repository: 
     assert uploaded.duration_s == pytest.approx(6.0)
     shorter = running.client.embed_video(path=path.name, clip_length_s=3.0)
     assert shorter.starts_s == (0.0, 3.0)
+
+
+def test_a_video_request_demuxes_its_input_once(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder plans from the probe's timeline instead of scanning the packets a second time."""
+    scans: list[str] = []
+
+    def counted(container: object, *args: object, **kwargs: object) -> object:
+        scans.append("scan")
+        return scan_timeline(container, *args, **kwargs)
+
+    monkeypatch.setattr(probing, "scan_timeline", counted)
+    monkeypatch.setattr(decode, "scan_timeline", counted)
+    path = running.media.videos[0]
+    embedded = running.client.embed_video(video=path.read_bytes())
+    assert len(embedded.embeddings) == CLIPS_PER_VIDEO
+    assert scans == ["scan"]
+    running.client.search_by_video(path=path.name, top_k=1)
+    assert scans == ["scan", "scan"]
 
 
 def test_zero_shot_labels_are_clip_style_probabilities(running: Running, repository: Repository,

@@ -253,6 +253,9 @@ class ClipIndex(Protocol):
 
     def __len__(self) -> int: ...
 
+    def ready(self) -> bool:
+        """Whether the index may be served now (False while its files are still being checked)."""
+
     def add(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
         """Add new clips; a clip id already present raises DuplicateClipError."""
 

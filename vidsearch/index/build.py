@@ -7,6 +7,7 @@ Memory holds the index being built, one batch, and the training sample, never th
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ def batches_of_one_model(shards: ShardSet, model: str, batch_rows: int) -> Itera
 
 
 def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = None) -> IndexStats:
-    """Build an index from every shard under `source` and save it atomically into `dest`."""
+    """Build an index from every shard under `source` and save it atomically into `dest` (whose writer
+    lock it holds throughout, with its scratch copy of the metadata in `dest/.work`)."""
     opts = options or BuildOptions()
     shards = scan_shards(source)
     model = shards_model(shards, source, opts.expect_model)
@@ -77,14 +79,27 @@ def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = 
         expected_clips=shards.rows,
         gpu=opts.gpu,
     )
+    fresh = not dest.exists()
+    try:
+        return _fill(FaissClipIndex.create(config, dest), shards, model, opts, plan.train_size)
+    except BaseException:
+        if fresh:  # a failed build leaves no directory behind (the lock and scratch made it)
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _fill(
+    index: FaissClipIndex, shards: ShardSet, model: str, opts: BuildOptions, train_size: int
+) -> IndexStats:
+    """Train, add every row and save the index into the directory it was created for."""
     started = time.perf_counter()
-    with FaissClipIndex.create(config) as index:
+    with index:
         if not index.is_trained:
-            index.train(read_sample(shards, plan.train_size, opts.seed))
+            index.train(read_sample(shards, train_size, opts.seed))
         added = 0
         for rows in batches_of_one_model(shards, model, opts.batch_rows):
             index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
             added += len(rows)
             log.info("added %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
-        index.save(dest)
+        index.save()
         return index.stats()

@@ -2,11 +2,13 @@
 
 FAISS holds the L2-normalised vectors under int64 ids; SQLite maps those ids to the users' string clip
 ids and their metadata. Every change goes to both inside one SQLite transaction, so a failed FAISS call
-rolls the metadata back. Index types that cannot delete (HNSW, GPU indexes) keep tombstones, which every
-search excludes with the same ID-selector machinery as filters. An index opened from a directory logs
-each change durably before returning (`changelog`) and folds the log into a new snapshot in the
-background once it holds COMPACT_CHANGES changes or COMPACT_LOG_BYTES; writers wait during a fold,
-searches do not.
+rolls the metadata back. A live delete only records tombstones, which every search excludes with the
+same ID-selector machinery as filters (removing from an IVF index scans every inverted list: ~50 ms at
+150k clips, which searches would wait for); the background fold removes the tombstoned vectors from a
+copy of the index and swaps it in. Index types that cannot delete (HNSW) keep their tombstones for
+good. An index opened from a directory logs each change durably before returning (`changelog`) and
+folds the log into a new snapshot in the background once it holds COMPACT_CHANGES changes or
+COMPACT_LOG_BYTES; writers wait during a fold, searches do not.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, IndexReadOnlyError
+from vidsearch.errors import ClipIndexError, IndexFormatError, IndexReadOnlyError, IndexUnavailableError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
@@ -48,12 +50,21 @@ from vidsearch.index.faiss_state import (
     apply_params,
     open_state,
     release,
+    scratch_for,
 )
 from vidsearch.index.filters import FilteredSearcher, Selection
 from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
 from vidsearch.index.paging import paginate
-from vidsearch.index.persistence import INDEX_FILE, METADATA_FILE, WriterLock, load_snapshot, save_snapshot
+from vidsearch.index.persistence import (
+    INDEX_FILE,
+    METADATA_FILE,
+    WriterLock,
+    is_large,
+    load_snapshot,
+    save_snapshot,
+    verify_files,
+)
 from vidsearch.index.scratch import make_scratch
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,15 @@ COMPACT_CHANGES = 2048
 the replay at the next start (about 1.5 ms of SQLite per change on the 2-core CI machine)."""
 
 _KEY_META = "page_token_key"
+
+
+def _can_remove(dim: int, factory: str) -> bool:
+    """Whether FAISS can remove ids from this index type (HNSW cannot), asked of an empty one."""
+    try:
+        new_index(dim, factory).remove_ids(np.empty(0, np.int64))
+    except RuntimeError:
+        return False
+    return True
 
 
 class FaissClipIndex:
@@ -78,8 +98,11 @@ class FaissClipIndex:
         self._pending = 0  # changes since the snapshot
         self._broken: str | None = None
         self._fold_thread: threading.Thread | None = None
+        self._checking: threading.Thread | None = None  # see `_verify_in_background`
+        self._damage: str | None = None
         self._searcher = FilteredSearcher(state.placement.index)
         self._tombstones = state.store.tombstones()
+        self._removable: bool | None = None  # whether FAISS can remove ids from this type (see `_purge`)
         self._count = state.store.count()
         key = state.store.get_meta(_KEY_META)
         self._key = bytes.fromhex(key) if key else secrets.token_bytes(32)
@@ -89,13 +112,24 @@ class FaissClipIndex:
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, config: IndexConfig) -> FaissClipIndex:
-        """A new, empty index; IVF and PQ types need `train` before the first `add`."""
+    def create(cls, config: IndexConfig, directory: Path | None = None) -> FaissClipIndex:
+        """A new, empty index; IVF and PQ types need `train` before the first `add`.
+
+        `directory`: where it will be saved. Its writer lock is taken now (a build into a served
+        directory fails at once) and the working copy of the metadata lives in its `.work`, which the
+        next writer removes: a build killed midway leaves nothing in the temporary directory.
+        """
         plan = plan_index(config.expected_clips, config.dim, config.factory)
         index = new_index(config.dim, plan.factory)
         apply_params(index, plan.params)
-        scratch = make_scratch()
-        store = MetadataStore(scratch / METADATA_FILE)
+        lock = WriterLock(directory) if directory is not None else None
+        try:
+            scratch = scratch_for(directory, True, None) if directory is not None else make_scratch()
+            store = MetadataStore(scratch / METADATA_FILE)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         with store.transaction() as conn:
             store.set_meta(conn, _KEY_META, secrets.token_hex(32))
         manifest = IndexManifest(
@@ -108,7 +142,9 @@ class FaissClipIndex:
             params={**plan.params, "train_size": plan.train_size},
         )
         placement = place(index, config.gpu) if index.is_trained else Placement(index, "cpu")
-        return cls(IndexState(placement, store, manifest, read_only=False, scratch=scratch, gpu=config.gpu))
+        state = IndexState(placement, store, manifest, read_only=False, directory=directory, scratch=scratch,
+                           gpu=config.gpu, lock=lock)
+        return cls(state)
 
     @classmethod
     def open(cls, directory: Path, options: OpenOptions | None = None) -> FaissClipIndex:
@@ -121,7 +157,8 @@ class FaissClipIndex:
         lock = None if opts.read_only else WriterLock(directory)
         try:
             opener = functools.partial(cls._from_snapshot, directory, opts=opts, lock=lock)
-            return load_snapshot(directory, opener, verify=opts.verify)
+            limit = opts.verify_max_bytes
+            return load_snapshot(directory, opener, verify=opts.verify, verify_max_bytes=limit)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -147,11 +184,42 @@ class FaissClipIndex:
                         "index writable once to fold them into a snapshot", directory, len(pending))
         elif pending:
             index._replay(pending)
+        if opts.verify_in_background and opts.verify is None and is_large(manifest, opts.verify_max_bytes):
+            index._verify_in_background(snapshot, manifest)
         if index._log_changes:
             changelog.truncate_torn_tail(directory, manifest.log_applied)
             state.log = ChangeLog(directory, changelog.last_seq(directory, manifest.log_applied) + 1)
             index._maybe_fold(changelog.pending_bytes(directory, manifest.log_applied))
         return index
+
+    def _verify_in_background(self, snapshot: Path, manifest: IndexManifest) -> None:
+        """Check the digests of a snapshot too large to check while opening, without holding up the
+        process; searches and changes are refused until they pass, and for good if they do not."""
+
+        def check() -> None:
+            try:
+                verify_files(snapshot, manifest)
+            except (IndexFormatError, OSError) as exc:
+                self._damage = str(exc)
+                log.error("%s: not served: %s", self._s.directory, exc)
+            else:
+                log.info("%s: the digests of %s are intact", self._s.directory, snapshot.name)
+
+        log.info("%s: checking the digests of %s (%d bytes) before serving it", self._s.directory,
+                 snapshot.name, manifest.total_bytes)
+        self._checking = threading.Thread(target=check, name="index-verify", daemon=True)
+        self._checking.start()
+
+    def ready(self) -> bool:
+        """False while the snapshot's digests are being checked in the background, or found wrong."""
+        return self._damage is None and not (self._checking is not None and self._checking.is_alive())
+
+    def _check_verified(self) -> None:
+        if self._damage is not None:
+            raise IndexFormatError(self._damage)
+        if not self.ready():
+            raise IndexUnavailableError(f"{self._s.directory}: the digests of {self._s.snapshot} are being "
+                                        "checked before it is served; retry shortly")
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -284,27 +352,54 @@ class FaissClipIndex:
         log.info("replayed %d logged changes onto %s", len(changes), self._s.snapshot)
 
     def _remove(self, conn: Any, ids: np.ndarray, replay: Replay | None = None) -> None:
-        """Remove ids from both stores (from FAISS at the end of a replay, with `replay`)."""
+        """Remove ids from the metadata; their vectors become tombstones (or, with `replay`, are removed
+        from FAISS at the end of the replay)."""
         if ids.size == 0:
             return
         self._s.store.delete(conn, ids)
         if replay is not None:
             replay.removed.append(ids)
         else:
-            self._drop_vectors(conn, ids)
+            self._bury(conn, ids)
         self._count -= int(ids.size)
 
+    def _bury(self, conn: Any, ids: np.ndarray) -> None:
+        self._s.store.add_tombstones(conn, ids)
+        self._tombstones = np.union1d(self._tombstones, ids)
+
     def _drop_vectors(self, conn: Any, ids: np.ndarray) -> None:
-        """Remove vectors from FAISS; an index that cannot delete records tombstones instead."""
+        """Remove vectors from FAISS (no search runs: replays); an index that cannot delete buries them."""
         if ids.size == 0:
             return
         try:
             self._s.placement.index.remove_ids(ids)
         except RuntimeError:
-            self._s.store.add_tombstones(conn, ids)
-            self._tombstones = np.union1d(self._tombstones, ids)
+            self._bury(conn, ids)
+
+    def _purge(self) -> None:
+        """Remove the tombstoned vectors from a copy of the index, made and cut with the searches going
+        on (writers wait at the gate), and swap it in: searches wait only for the swap. The copy costs
+        the index's size in memory for the length of the fold."""
+        if self._removable is None:
+            self._removable = _can_remove(self.dim, self.factory)
+        if not self._removable:
+            return
+        with self._lock.read():
+            dead = self._tombstones
+            if dead.size == 0:
+                return
+            copy: Any = faiss.clone_index(to_cpu(self._s.placement))
+        copy.remove_ids(dead)
+        placement = place(copy, self._s.gpu)
+        with self._lock.write(), self._s.store.transaction() as conn:
+            self._s.store.remove_tombstones(conn, dead)
+            self._s.placement = placement
+            self._searcher = FilteredSearcher(placement.index)
+            self._tombstones = np.setdiff1d(self._tombstones, dead, assume_unique=True)
+        log.info("removed %d deleted vectors from %s", dead.size, self._s.directory or "the index")
 
     def _check_writable(self) -> None:
+        self._check_verified()
         if self._s.read_only:
             where = self._s.directory or "this index"
             raise IndexReadOnlyError(f"{where} is open read-only; open it writable (and not memory-mapped)")
@@ -324,6 +419,7 @@ class FaissClipIndex:
         """`search_hits` of rows that `normalise_rows` has checked and normalised already (`paginate` does,
         for `search`): a query is normalised once on its way to FAISS."""
         check_top_k(k)
+        self._check_verified()
         with self._lock.read():
             selection = self._selection(search_filter)
             if selection is not None and selection.allowed is not None and selection.allowed.size == 0:
@@ -347,6 +443,7 @@ class FaissClipIndex:
         return Selection(allowed=allowed, excluded=self._tombstones)
 
     def get(self, clip_ids: Iterable[str]) -> dict[str, ClipRecord]:
+        self._check_verified()
         ids = np.fromiter(self._s.store.ids_for_clips(list(clip_ids)).values(), dtype=np.int64)
         return {record.clip_id: record for record in self._records(ids).values()}
 
@@ -365,14 +462,17 @@ class FaissClipIndex:
     def save(self, directory: Path | None = None) -> Path:
         """Write a snapshot atomically into `directory` (default: where the index lives) and fold the
         change log into it; saving elsewhere moves the index there (taking that directory's lock)."""
+        self._check_verified()
         target = directory or self._s.directory
         if target is None:
             raise ClipIndexError("this index has no directory yet: call save(directory)")
         moving = target != self._s.directory
         lock = self._s.lock if self._s.lock is not None and not moving else WriterLock(target)
         try:
-            with self._gate, self._lock.read():
-                snapshot = self._save_locked(target, moving)
+            with self._gate:
+                self._purge()
+                with self._lock.read():
+                    snapshot = self._save_locked(target, moving)
         except BaseException:
             if lock is not self._s.lock:
                 lock.release()
@@ -408,7 +508,7 @@ class FaissClipIndex:
     def _maybe_fold(self, log_bytes: int) -> None:
         """Fold a log past COMPACT_LOG_BYTES or COMPACT_CHANGES into a new snapshot, in the background."""
         small = log_bytes < COMPACT_LOG_BYTES and self._pending < COMPACT_CHANGES
-        if small or (self._fold_thread and self._fold_thread.is_alive()):
+        if small or not self.ready() or (self._fold_thread and self._fold_thread.is_alive()):
             return
         self._fold_thread = threading.Thread(target=self._fold, name="index-fold", daemon=True)
         self._fold_thread.start()

@@ -29,7 +29,8 @@ from vidsearch.index.scratch import make_scratch
 log = logging.getLogger(__name__)
 
 MMAP_MIN_BYTES = 1 << 30
-"""Index files at least this large are memory-mapped (read-only) unless the caller says otherwise."""
+"""A reader memory-maps index files at least this large (read-only) unless the caller says otherwise;
+a writer, or a reader with logged changes to replay, reads them into memory."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class IndexConfig:
 class OpenOptions:
     """How to open an index directory.
 
-    `read_only` takes no writer lock (several readers may share a directory). `mmap` None maps index
-    files of at least MMAP_MIN_BYTES; a mapped index is read-only. `expect_*` refuse an index built
-    for another embedding model (IndexMismatchError). `log_changes`: a writable index logs each change
-    durably before returning (False: changes stay in memory until `save`). `verify` None checks file
-    digests of snapshots up to `persistence.VERIFY_ON_OPEN_MAX_BYTES`, True always, False never.
-    `work_dir` holds a reader's scratch copy of the metadata, when it must replay logged changes.
+    `read_only` takes no writer lock (several readers may share a directory). `mmap` None maps the
+    index file of a reader with nothing to replay from MMAP_MIN_BYTES; a mapped index is read-only.
+    `expect_*` refuse an index built for another embedding model (IndexMismatchError). `log_changes`:
+    a writable index logs each change durably before returning (False: changes stay in memory until
+    `save`). `verify` None checks file digests of snapshots up to `verify_max_bytes` (None:
+    `persistence.VERIFY_ON_OPEN_MAX_BYTES`), True always, False never; `verify_in_background` checks
+    a larger one's after opening, the index refusing searches and changes (IndexUnavailableError)
+    until they pass. `work_dir` holds a reader's scratch copy of the metadata, when it must replay
+    logged changes.
     """
 
     read_only: bool = False
@@ -71,6 +75,8 @@ class OpenOptions:
     expect_model_checksum: str | None = None
     log_changes: bool = True
     verify: bool | None = None
+    verify_max_bytes: int | None = None
+    verify_in_background: bool = False
     work_dir: Path | None = None
 
 
@@ -162,7 +168,7 @@ def open_state(
     """Load a snapshot; `writable_copy` copies the metadata to a scratch directory (writers, replays)."""
     index_path, db_path = snapshot / INDEX_FILE, snapshot / METADATA_FILE
     size = index_path.stat().st_size
-    mmap = opts.mmap if opts.mmap is not None else size >= MMAP_MIN_BYTES
+    mmap = opts.mmap if opts.mmap is not None else size >= MMAP_MIN_BYTES and not writable_copy
     index = _read_faiss(index_path, manifest, mmap)
     apply_params(index, manifest.params)
     read_only = opts.read_only or mmap

@@ -176,6 +176,11 @@ class MetadataStore:
     def add_tombstones(self, conn: sqlite3.Connection, ids: np.ndarray) -> None:
         conn.executemany("INSERT OR IGNORE INTO tombstones VALUES (?)", [(int(i),) for i in ids.tolist()])
 
+    def remove_tombstones(self, conn: sqlite3.Connection, ids: np.ndarray) -> None:
+        """Forget tombstones whose vectors have left the FAISS index."""
+        payload = _json_list(ids.tolist())
+        conn.execute("DELETE FROM tombstones WHERE id IN (SELECT value FROM json_each(?))", (payload,))
+
     # -- reads -----------------------------------------------------------------------------------
 
     def _ids(self, sql: str, params: Sequence[object], conn: sqlite3.Connection | None = None) -> np.ndarray:

@@ -49,15 +49,18 @@ def shard_directories(location: Path) -> list[Path]:
 
 
 def open_index(location: Path | str, model: ModelIdentity, *, create: bool, durable: bool,
-               milvus_token: str = "") -> ClipIndex:
+               milvus_token: str = "", verify_max_bytes: int | None = None) -> ClipIndex:
     """The index at `location` for `model`; `create` starts an empty one where there is none.
 
     `durable`: each change is on disk when the call that made it returns; otherwise changes live in
     memory only. The directory (or each shard's) is locked for this process while the index is open.
+    A snapshot above `verify_max_bytes` has its digests checked in the background (`ready()` False
+    until they pass).
     """
     if isinstance(location, str):
         return _open_milvus(MilvusTarget.parse(location, token=milvus_token), model, create)
-    options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable)
+    options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable,
+                          verify_max_bytes=verify_max_bytes, verify_in_background=True)
     shards = shard_directories(location)
     index: ClipIndex
     if shards:

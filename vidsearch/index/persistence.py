@@ -136,9 +136,12 @@ def current_snapshot(directory: Path) -> Path:
     return snapshot
 
 
-def read_index_manifest(snapshot: Path, *, verify: bool | None = None) -> IndexManifest:
+def read_index_manifest(
+    snapshot: Path, *, verify: bool | None = None, verify_max_bytes: int | None = None
+) -> IndexManifest:
     """Read a snapshot's manifest and check its files: present, of their recorded sizes, and (when
-    `verify`, or None and the snapshot is small enough) of their recorded SHA-256 digests."""
+    `verify`, or None and the snapshot holds at most `verify_max_bytes`, default
+    VERIFY_ON_OPEN_MAX_BYTES) of their recorded SHA-256 digests."""
     path = snapshot / MANIFEST
     try:
         data = path.read_bytes()
@@ -155,9 +158,15 @@ def read_index_manifest(snapshot: Path, *, verify: bool | None = None) -> IndexM
             raise IndexFormatError(f"{snapshot / name}: missing (the manifest lists it)") from None
         if actual != entry.bytes:
             raise IndexFormatError(f"{snapshot / name}: {actual} bytes, the manifest says {entry.bytes}")
-    if verify if verify is not None else manifest.total_bytes <= VERIFY_ON_OPEN_MAX_BYTES:
+    if verify if verify is not None else not is_large(manifest, verify_max_bytes):
         verify_files(snapshot, manifest)
     return manifest
+
+
+def is_large(manifest: IndexManifest, verify_max_bytes: int | None = None) -> bool:
+    """Whether a snapshot is too large to have its digests checked while it is opened."""
+    limit = VERIFY_ON_OPEN_MAX_BYTES if verify_max_bytes is None else verify_max_bytes
+    return manifest.total_bytes > limit
 
 
 def verify_files(snapshot: Path, manifest: IndexManifest) -> None:
@@ -170,12 +179,14 @@ def verify_files(snapshot: Path, manifest: IndexManifest) -> None:
             )
 
 
-def load_snapshot(directory: Path, opener: Callable[[Path, IndexManifest], T], *, verify: bool | None) -> T:
+def load_snapshot(directory: Path, opener: Callable[[Path, IndexManifest], T], *, verify: bool | None,
+                  verify_max_bytes: int | None = None) -> T:
     """Open the live snapshot; retried if a concurrent save replaces it between the reads."""
     for attempt in range(_OPEN_ATTEMPTS):
         snapshot = current_snapshot(directory)
         try:
-            return opener(snapshot, read_index_manifest(snapshot, verify=verify))
+            manifest = read_index_manifest(snapshot, verify=verify, verify_max_bytes=verify_max_bytes)
+            return opener(snapshot, manifest)
         except (IndexFormatError, FileNotFoundError) as exc:
             replaced = _live_or_none(directory) != snapshot
             if not replaced or attempt == _OPEN_ATTEMPTS - 1:

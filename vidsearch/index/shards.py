@@ -93,6 +93,9 @@ class ShardedClipIndex:
             routes.setdefault(shard_of(record.video_id, len(self._shards)), []).append(row)
         return routes
 
+    def ready(self) -> bool:
+        return all(shard.ready() for shard in self._shards)
+
     def add(self, records: Sequence[ClipRecord], vectors: np.ndarray) -> None:
         existing = self.get(record.clip_id for record in records)
         if existing:

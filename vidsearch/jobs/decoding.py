@@ -10,12 +10,14 @@ be opened, probed, segmented or read at all is a fatal failure and none of its c
 import ctypes
 import multiprocessing
 import os
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.queues import Queue
-from typing import Any, Literal
+from multiprocessing.connection import Connection
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -213,15 +215,32 @@ def die_with_parent() -> None:
         os._exit(1)  # the job died before the request took effect
 
 
-def decode_worker(number: int, tasks: "Queue[Any]", results: "Queue[Any]", settings: DecodeSettings) -> None:
-    """A decoding process of the local engine: work items in (None: stop), events out."""
+def _send_all(events: "queue.Queue[object]", connection: Connection) -> None:
+    while True:
+        event = events.get()
+        connection.send(event)
+        if isinstance(event, WorkerStopped):
+            return
+
+
+def decode_worker(number: int, tasks: Connection, results: Connection, settings: DecodeSettings,
+                  buffered: int) -> None:
+    """A decoding process: work items in (None: stop), events out, each over a pipe of its own, so
+    that a process killed mid-message garbles nothing but its own pipe (a queue shared by all
+    processes is left locked, or holding half a message, and stalls the others). Up to `buffered`
+    events wait for the parent in a sending thread while decoding goes on."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    while (item := tasks.get()) is not None:
-        results.put(WorkerStarted(number, item.video_id))
+    events: queue.Queue[object] = queue.Queue(maxsize=buffered)
+    sender = threading.Thread(target=_send_all, args=(events, results), name="vidsearch-send", daemon=True)
+    sender.start()
+    while (item := tasks.recv()) is not None:
+        events.put(WorkerStarted(number, item.video_id))
+
         def on_probe(info: VideoInfo) -> None:
-            results.put(WorkerProbed(number, info.duration_s))
+            events.put(WorkerProbed(number, info.duration_s))
 
         for event in decode_video(item, settings, on_probe):
-            results.put(event)
-    results.put(WorkerStopped(number))
+            events.put(event)
+    events.put(WorkerStopped(number))
+    sender.join()

@@ -4,12 +4,17 @@
     ─► driver: JobOutput (assemble, shard, ledger)
 
 Decoding runs as CPU tasks, one video per call, yielding its clips in small batches and then one
-end-marker row; the model runs in an actor pool (each actor opens the runtime once: the embedded
-ONNX Runtime over a model repository every node can read, or a Triton service). Ray Data streams
+end-marker row. A task decodes in a process of its own (one per Ray worker, kept across its tasks)
+under the local engine's watchdog: a video stuck past its time limit (a read on a hung mount), or
+whose process dies, ends as a failure and the task goes on, instead of holding its Ray worker
+forever. The model runs in an actor pool (each actor opens the runtime once: the embedded ONNX
+Runtime over a model repository every node can read, or a Triton service). Ray Data streams
 with its own backpressure. The driver commits through the same ledger as the local engine, so a job
 resumes the same way, whichever engine ran before.
 """
 
+import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -18,9 +23,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import MissingDependencyError
-from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEnd, decode_video
+from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEnd, WorkerProbed
 from vidsearch.jobs.inputs import WorkItem
 from vidsearch.jobs.output import JobOutput
+from vidsearch.jobs.processes import POLL_S, DecodeProcess, VideoWatch
 from vidsearch.jobs.spec import EmbedJob
 from vidsearch.runtime import RepositoryModels, RuntimeConfig
 from vidsearch.video import Clip
@@ -49,12 +55,63 @@ def _rows(events: Sequence[ClipTensor | VideoEnd], shape: tuple[int, ...]) -> Ba
     }
 
 
+_decoder: DecodeProcess | None = None
+"""This Ray worker's decoding process, kept across its tasks (it dies with the worker)."""
+
+
+def _decoding_process(settings: DecodeSettings) -> DecodeProcess:
+    global _decoder
+    if _decoder is not None and _decoder.settings != settings:
+        _decoder.stop()
+        _decoder = None
+    if _decoder is None:
+        context = multiprocessing.get_context("spawn")
+        _decoder = DecodeProcess(context, os.getpid(), settings, _CLIPS_PER_BLOCK)
+    return _decoder
+
+
+def _given_up(process: DecodeProcess) -> None:
+    global _decoder
+    process.stop()
+    _decoder = None
+
+
+def decode_watched(item: WorkItem, settings: DecodeSettings) -> Iterator[ClipTensor | VideoEnd]:
+    """`decode_video` of one item, run in this worker's decoding process under the same watchdog as
+    the local engine's: the clips, then exactly one `VideoEnd`."""
+    process = _decoding_process(settings)
+    process.give(item)
+    watch = VideoWatch(item.video_id, settings.time_limit_s(None))
+    while True:
+        if not process.events.poll(POLL_S):
+            if watch.overdue():
+                _given_up(process)
+                yield watch.timed_out(item.uri)
+                return
+            continue
+        try:
+            event = process.receive()
+        except (EOFError, OSError):
+            code = process.exit_code()
+            _given_up(process)
+            yield watch.crashed(item.uri, code)
+            return
+        if isinstance(event, WorkerProbed):
+            watch.limit_s = settings.time_limit_s(event.duration_s)
+            watch.progressed()
+        elif isinstance(event, ClipTensor | VideoEnd):
+            watch.progressed()
+            yield event
+            if isinstance(event, VideoEnd):
+                return
+
+
 def decode_batch(batch: Batch, settings: DecodeSettings) -> Iterator[Batch]:
     """Ray Data UDF: the videos of `batch` (one per call) → clip rows, then an end-marker row each."""
     shape = settings.preprocess.output_shape
     for video_id, path, uri in zip(batch["video_id"], batch["path"], batch["uri"], strict=True):
         pending: list[ClipTensor | VideoEnd] = []
-        for event in decode_video(WorkItem(str(video_id), str(path), str(uri)), settings):
+        for event in decode_watched(WorkItem(str(video_id), str(path), str(uri)), settings):
             pending.append(event)
             if len(pending) == _CLIPS_PER_BLOCK or isinstance(event, VideoEnd):
                 yield _rows(pending, shape)

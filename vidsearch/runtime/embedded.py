@@ -6,16 +6,22 @@ thread-safe, so concurrent video requests run side by side while text queries ar
 """
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from vidsearch.errors import ConfigError, MissingDependencyError
+from vidsearch.errors import ConfigError, DeadlineExceededError, MissingDependencyError
 from vidsearch.runtime.repository import ModelSpec, RepositoryModels
 
 log = logging.getLogger(__name__)
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def _terminate(options: Any) -> None:
+    options.terminate = True
 
 
 class EmbeddedBackend:
@@ -31,6 +37,7 @@ class EmbeddedBackend:
         except ImportError as err:
             raise MissingDependencyError("the embedded runtime needs onnxruntime: pip install onnxruntime") \
                 from err
+        self._ort = ort
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -49,8 +56,24 @@ class EmbeddedBackend:
 
     def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
               timeout_s: float | None) -> dict[str, np.ndarray]:
-        """Run a batch; the deadline is checked by the caller between batches (a run is not interruptible)."""
-        results = self._sessions[model.name].run(list(outputs), dict(inputs))
+        """Run a batch, stopped where it is once `timeout_s` has passed (DeadlineExceededError): ONNX
+        Runtime checks its `terminate` flag between operators, so a request whose deadline passes in
+        the middle of a batch does not hold the cores to the batch's end."""
+        session = self._sessions[model.name]
+        if timeout_s is None:
+            return dict(zip(outputs, session.run(list(outputs), dict(inputs)), strict=True))
+        options = self._ort.RunOptions()
+        timer = threading.Timer(max(timeout_s, 0.0), _terminate, args=(options,))
+        timer.daemon = True
+        timer.start()
+        try:
+            results = session.run(list(outputs), dict(inputs), options)
+        except Exception as exc:  # ONNX Runtime's own exception types are not importable by name
+            if options.terminate:
+                raise DeadlineExceededError(f"{model.name}: the deadline passed during a batch") from exc
+            raise
+        finally:
+            timer.cancel()
         return dict(zip(outputs, results, strict=True))
 
     def ready(self, model: ModelSpec) -> bool:

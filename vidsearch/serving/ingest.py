@@ -90,8 +90,8 @@ class Ingester:
         index = self._index
         if not replace and index.get([clip_id(video_id, 0)]):
             raise DuplicateClipError(f"video {video_id!r} is in the index already (set replace to re-ingest)")
-        clips, duration = self._videos.segment(item.allowed.path, spec, deadline)
-        outputs = self._videos.embed(item.allowed.path, clips, duration, deadline)
+        clips, probed = self._videos.segment(item.allowed.path, spec, deadline)
+        outputs = self._videos.embed(item.allowed.path, clips, probed, deadline)
         records = [
             ClipRecord(clip_id(video_id, clip.index), video_id, item.allowed.path.as_uri(), clip.start_s,
                        clip.end_s, index.model, self._model_version, frozenset(item.message.tags))

@@ -1,9 +1,10 @@
 """Video inputs of requests → clips → embeddings, by the same rules the batch jobs use.
 
 The input (encoded bytes, or an allowed path) is probed, cut into clips (`vidsearch.video.segment`),
-decoded and preprocessed by the model's own spec (`read_clips`), and handed to the runtime as they
-are decoded (the runtime runs them in batches of the model's limit, so a long video is never held
-in memory whole). Decoding is bounded by the request's deadline.
+decoded (planned from the probe's timeline: the input is demuxed once) and preprocessed by the
+model's own spec (`read_clips`), and handed to the runtime as they are decoded (the runtime runs them
+in batches of the model's limit, so a long video is never held in memory whole). Decoding is
+bounded by the request's deadline.
 """
 
 import math
@@ -14,13 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import ConfigError, RequestError, VideoDecodeError
+from vidsearch.errors import ConfigError, LimitExceededError, RequestError, VideoDecodeError
 from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.facts import ModelFacts
 from vidsearch.serving.deadline import RequestDeadline
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.settings import LimitSettings, VideoSettings
-from vidsearch.video import Clip, ClipSpec, ReadOptions, VideoSource, probe, read_clips, segment
+from vidsearch.video import (
+    Clip,
+    ClipSpec,
+    Probed,
+    ReadOptions,
+    VideoSource,
+    probe_timeline,
+    read_clips,
+    segment,
+)
 
 # per-clip costs of `request_bytes`, measured roughly on CPython 3.12: a sampled frame's entries in the
 # decoding plan, one output value in numpy and as a Python float in the response, a clip's objects
@@ -83,13 +93,13 @@ def _deadline_first(deadline: RequestDeadline) -> Iterator[None]:
 
 
 def request_bytes(clips: int, model: ModelFacts) -> int:
-    """What running `clips` through `model` holds at once, estimated before decoding: one batch of input
-    tensors, and per clip its sampling plan, its output row (as the response's Python floats too) and
-    its bookkeeping."""
+    """What running `clips` through `model` holds at once besides its decoded frames, known before
+    decoding: a batch of input tensors (and its stacked copy), and per clip its sampling plan, its
+    output row (as the response's Python floats too) and its bookkeeping."""
     spec = model.preprocess
     assert spec is not None
     height, width = spec.size
-    batch = min(clips, model.batch) * spec.frames * 3 * height * width * 4
+    batch = 2 * min(clips, model.batch) * spec.frames * 3 * height * width * 4
     per_clip = spec.frames * _PLAN_BYTES_PER_FRAME + model.width * _BYTES_PER_OUTPUT + _CLIP_BYTES
     return batch + clips * per_clip
 
@@ -102,10 +112,12 @@ class VideoModels:
         self._limits = limits
 
     def segment(self, source: VideoSource, spec: ClipSpec,
-                deadline: RequestDeadline) -> tuple[list[Clip], float]:
-        """The clips of the input; RequestError when it would make more than `max_clips_per_request`."""
+                deadline: RequestDeadline) -> tuple[list[Clip], Probed]:
+        """The clips of the input and its probe (whose timeline `embed` and `classify` decode by);
+        RequestError when it would make more than `max_clips_per_request`."""
         with _deadline_first(deadline):
-            info = probe(source, time_limit_s=deadline.remaining())
+            probed = probe_timeline(source, time_limit_s=deadline.remaining())
+        info = probed.info
         most = spec.max_clips(info.duration_s)
         if most > self._limits.max_clips_per_request:
             limit = self._limits.max_clips_per_request
@@ -113,43 +125,51 @@ class VideoModels:
                                f"{spec.stride:g} s would make up to {most} clips; the limit is {limit} "
                                "(limits.max_clips_per_request): ask for longer clips or a larger stride")
         deadline.remaining()
-        return segment(info, spec), info.duration_s
+        return segment(info, spec), probed
 
-    def embed(self, source: VideoSource, clips: list[Clip], duration_s: float,
+    def embed(self, source: VideoSource, clips: list[Clip], probed: Probed,
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
         model = self._model(self._runtime.facts.vision, "video embeddings (viclip_vision)")
-        return self._run(source, clips, duration_s, model, self._runtime.embed_video, deadline)
+        return self._run(source, clips, probed, model, self._runtime.embed_video, deadline)
 
-    def classify(self, source: VideoSource, clips: list[Clip], duration_s: float,
+    def classify(self, source: VideoSource, clips: list[Clip], probed: Probed,
                  deadline: RequestDeadline) -> ClipOutputs:
         """Class scores before softmax of `clips` (the VideoMAE V2 classifier)."""
         model = self._model(self._runtime.facts.classifier, "classification (videomae_v2)")
-        return self._run(source, clips, duration_s, model, self._runtime.classify, deadline)
+        return self._run(source, clips, probed, model, self._runtime.classify, deadline)
 
     def _model(self, model: ModelFacts | None, what: str) -> ModelFacts:
         if model is None or model.preprocess is None:
             raise ConfigError(f"this server's model repository has no model for {what}")
         return model
 
-    def _run(self, source: VideoSource, clips: list[Clip], duration_s: float, model: ModelFacts,
+    def _run(self, source: VideoSource, clips: list[Clip], probed: Probed, model: ModelFacts,
              run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
         """Decode and preprocess the clips by the model's spec, and run them through the model."""
         spec = model.preprocess
         assert spec is not None
+        budget = self._limits.max_request_bytes
         needed = request_bytes(len(clips), model)
-        if needed > self._limits.max_request_bytes:
+        if needed > budget:
             raise RequestError(f"{len(clips)} clips through {model.name} need about {needed >> 20} MiB; the "
-                               f"limit is {self._limits.max_request_bytes >> 20} MiB per request "
+                               f"limit is {budget >> 20} MiB per request "
                                "(limits.max_request_bytes): ask for fewer or longer clips")
-        options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0)
+        # the decoded frames the open clips hold are counted as they are decoded, against what is left
+        options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0,
+                              max_held_bytes=budget - needed)
         done: list[Clip] = []
 
         def tensors() -> Iterator[NDArray[np.float32]]:
-            for clip, tensor in read_clips(source, clips, spec, options):
+            for clip, tensor in read_clips(source, clips, spec, options, probed.timeline):
                 done.append(clip)
                 yield tensor
 
-        with _deadline_first(deadline):
-            values = run(tensors(), deadline.remaining())
-        return ClipOutputs(tuple(done), values, duration_s)
+        try:
+            with _deadline_first(deadline):
+                values = run(tensors(), deadline.remaining())
+        except LimitExceededError as exc:
+            raise LimitExceededError(f"{exc}; with the rest of the request that passes its limit of "
+                                     f"{budget >> 20} MiB (limits.max_request_bytes): ask for shorter "
+                                     "clips or a larger stride") from None
+        return ClipOutputs(tuple(done), values, probed.info.duration_s)

@@ -7,8 +7,9 @@ Start order: metrics, runtime (models loaded, or the Triton server found ready),
 against the runtime's model), gRPC server bound (port 0: any free port, read back as `port`), the
 HTTP API and page (`http.port`, read back as `http_port`), then health SERVING. Stop order is the
 reverse: health NOT_SERVING first, so load balancers stop sending, then running requests get
-`grace_s` to finish. A watcher keeps the health status in step with the runtime
-(a Triton server that goes away turns the service NOT_SERVING until it is back).
+`grace_s` to finish. A watcher keeps the health status in step with the runtime (a Triton server
+that goes away turns the service NOT_SERVING until it is back) and the index (a large snapshot whose
+digests are checked in the background is NOT_SERVING until they pass).
 """
 
 import logging
@@ -53,18 +54,22 @@ def _host_port(host: str, port: int) -> str:
 class _HealthWatcher(threading.Thread):
     """Polls the runtime and sets the health status of the service (and of the server, "")."""
 
-    def __init__(self, runtime: Runtime, servicer: health.HealthServicer) -> None:
+    def __init__(self, runtime: Runtime, index: ClipIndex, servicer: health.HealthServicer) -> None:
         super().__init__(name="vidsearch-health", daemon=True)
         self._runtime = runtime
+        self._index = index
         self._servicer = servicer
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(HEALTH_POLL_S):
-            ready = self._runtime.ready()
-            status = _SERVING if ready else _NOT_SERVING
-            for service in ("", SERVICE_NAME):
-                self._servicer.set(service, status)
+            self.update()
+
+    def update(self) -> None:
+        """SERVING when the runtime answers and the index is ready (its files checked)."""
+        status = _SERVING if self._runtime.ready() and self._index.ready() else _NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            self._servicer.set(service, status)
 
     def stop(self) -> None:
         self._halt.set()
@@ -104,7 +109,8 @@ class SearchServer:
             token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
             self._index = open_served_index(settings.index, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes,
-                                            milvus_token=token)
+                                            milvus_token=token,
+                                            verify_max_bytes=settings.verify_on_open_max_bytes)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
             self._servicer = SearchServicer(self._runtime, self._index, settings)
@@ -120,9 +126,8 @@ class SearchServer:
         except BaseException:
             self.stop(grace_s=0)
             raise
-        for service in ("", SERVICE_NAME):
-            self._health.set(service, _SERVING)
-        self._watcher = _HealthWatcher(self._runtime, self._health)
+        self._watcher = _HealthWatcher(self._runtime, index, self._health)
+        self._watcher.update()
         self._watcher.start()
         log.info("vidsearch serving %s on %s (runtime %s; index %s, %d clips)%s", runtime.facts.model_name,
                  self.address, runtime.choice.describe(), settings.index, len(index),

@@ -75,9 +75,9 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         options = convert.search_options(request, self._limits.max_name_chars)
         with self._uploads.hold() as held:
             source = self._source(request.WhichOneof("source"), request.video, request.path, held)
-            clips, duration = self._videos.segment(source, self._clip_spec(), deadline)
+            clips, probed = self._videos.segment(source, self._clip_spec(), deadline)
             span = within(clips, request.start_s, request.end_s)
-            outputs = self._videos.embed(source, span, duration, deadline)
+            outputs = self._videos.embed(source, span, probed, deadline)
         vector = outputs.values.mean(axis=0, keepdims=True)
         embed_ms = _ms(started)
         searched = time.perf_counter()
@@ -114,13 +114,13 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         deadline = self._deadline(context)
         with self._uploads.hold() as held:
             source, options = self._upload(request_iterator, deadline, held)
-            clips, duration = self._videos.segment(source, self._clip_spec(options), deadline)
-            outputs = self._videos.embed(source, clips, duration, deadline)
+            clips, probed = self._videos.segment(source, self._clip_spec(options), deadline)
+            outputs = self._videos.embed(source, clips, probed, deadline)
         return pb.EmbedVideoResponse(
             clips=[pb.ClipEmbedding(index=c.index, start_s=c.start_s, end_s=c.end_s,
                                     embedding=pb.Embedding(values=row.tolist()))
                    for c, row in zip(outputs.clips, outputs.values, strict=True)],
-            model=self._model_name, dim=outputs.values.shape[1], duration_s=duration)
+            model=self._model_name, dim=outputs.values.shape[1], duration_s=probed.info.duration_s)
 
     # -- classification ----------------------------------------------------------------------------
 
@@ -132,15 +132,15 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
         labels, prompts = self._prompts(request)  # checked before any video work
         with self._uploads.hold() as held:
             source = self._source(request.WhichOneof("source"), request.video, request.path, held)
-            clips, duration = self._videos.segment(source, self._clip_spec(), deadline)
+            clips, probed = self._videos.segment(source, self._clip_spec(), deadline)
             span = within(clips, request.start_s, request.end_s)
             if labels:
-                video = self._videos.embed(source, span, duration, deadline)
+                video = self._videos.embed(source, span, probed, deadline)
                 text = self._runtime.embed_text(prompts, deadline.remaining())
                 scores = classify.zero_shot(text, len(labels), video.values)
                 method, names, count = "zero_shot", labels, len(video.clips)
             else:
-                outputs = self._videos.classify(source, span, duration, deadline)
+                outputs = self._videos.classify(source, span, probed, deadline)
                 scores = classify.classifier(outputs.values)
                 method, names, count = "classifier", self._class_names, len(outputs.clips)
         ranked = classify.top(scores, names, top_k)

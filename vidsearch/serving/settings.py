@@ -130,6 +130,9 @@ class ServerSettings(BaseSettings):
     milvus_token: SecretStr | None = None  # Milvus "user:password" or API key (VIDSEARCH_MILVUS_TOKEN)
     create_index: bool = True  # start with an empty index when `index` does not exist
     persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered
+    # index snapshots above this are served only once their digests, checked in the background, pass
+    # (health NOT_SERVING, searches and changes UNAVAILABLE meanwhile); smaller ones are checked on open
+    verify_on_open_max_bytes: int = Field(default=1 << 30, ge=0)
     allowed_roots: tuple[Path, ...] = ()  # path inputs are refused unless they lie under one of these
     classifier_labels: Path | None = None  # class names of the VideoMAE V2 classifier, one per line
     workers: int = Field(default=0, ge=0)  # handler threads; 0: max_concurrent_rpcs + 4 (health, spare)

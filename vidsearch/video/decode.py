@@ -24,7 +24,7 @@ import av.video.stream
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import ConfigError, VideoDecodeError
+from vidsearch.errors import ConfigError, LimitExceededError, VideoDecodeError
 from vidsearch.video.clips import Clip
 from vidsearch.video.plan import DecodePlan, make_plan
 from vidsearch.video.preprocess import Preprocess
@@ -48,6 +48,9 @@ class ReadOptions:
     max_pixels: int = MAX_PIXELS  # larger declared frames are refused before decoding
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
     on_clip_error: Literal["raise", "skip"] = "raise"
+    # decoded frames held for clips not yet complete (overlapping clips share them); 0: no limit. Over
+    # it: LimitExceededError. Long clips at a short stride keep many clips open at once
+    max_held_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.time_limit_s <= 0 or self.time_limit_per_video_s < 0:
@@ -70,6 +73,7 @@ class DecodeStats:
     gops: int = 0
     gops_decoded: int = 0
     clips_read: int = 0
+    peak_held_bytes: int = 0  # decoded frames held at once, waiting for their clips to complete
     failed_clips: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -104,6 +108,8 @@ class _ClipDecoder:
         self.completed: list[int] = []
         self.order = timeline.presentation_order()
         self.sorted_pts = timeline.pts[self.order]
+        self.held_bytes = 0
+        self.holders: dict[int, int] = {}  # pts of a held frame → clips still to hand it out
 
     def seconds(self, pts: int) -> float:
         return float((pts - self.timeline.start_pts) * self.timeline.time_base)
@@ -171,10 +177,31 @@ class _ClipDecoder:
         self.stats.frames_converted += 1
         self._resolve(pts, self.prepare(rotate(frame_to_rgb(frame), frame.rotation)), "")
 
+    def _hold(self, pts: int, image: NDArray[np.uint8]) -> None:
+        """Count a frame as held until every clip it belongs to is handed out (`release`)."""
+        self.holders[pts] = len(self.plan.slots[pts])
+        self.held_bytes += image.nbytes
+        self.stats.peak_held_bytes = max(self.stats.peak_held_bytes, self.held_bytes)
+        limit = self.options.max_held_bytes
+        if limit and self.held_bytes > limit:
+            raise LimitExceededError(f"{self.name}: the decoded frames its clips hold at once reached "
+                                     f"{self.held_bytes >> 20} MiB, over the limit of {limit >> 20} MiB")
+
+    def release(self, request: int, frames: list[NDArray[np.uint8] | None]) -> None:
+        """Clip `request` was handed out: its frames no other clip waits for are no longer held."""
+        for pts, frame in zip(self.plan.requests[request].pts, frames, strict=True):
+            if frame is not None and pts in self.holders:
+                self.holders[pts] -= 1
+                if self.holders[pts] == 0:
+                    del self.holders[pts]
+                    self.held_bytes -= frame.nbytes
+
     def _resolve(self, pts: int, image: NDArray[np.uint8] | None, problem: str) -> None:
         if pts in self.resolved:
             return
         self.resolved.add(pts)
+        if image is not None:
+            self._hold(pts, image)
         self.open_in_gop[self.plan.gop_of_pts[pts]] -= 1
         for request, slot in self.plan.slots[pts]:
             if image is None:
@@ -251,6 +278,7 @@ class FrameStream:
             problems = decoder.problems[number]
             frames = decoder.frames[number]
             decoder.frames[number] = []  # release the frames once handed out
+            decoder.release(number, frames)
             if problems:
                 self._fail(request.clip, f"{len(problems)} of {len(request.pts)} sampled frames missing "
                                          f"({problems[0]})")
