@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
 from typing import Any
@@ -99,28 +100,35 @@ class LocalEngine:
     model loads); `run` consumes it; leaving stops whatever processes are left."""
 
     def __init__(self, items: Sequence[WorkItem], settings: DecodeSettings, workers: int,
-                 queue_clips: int) -> None:
+                 queue_clips: int, cpu_workers: int = 0) -> None:
         self._items = items
         self._context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime's threads start
         self._settings = settings
+        # with DALI, `cpu_workers` PyAV processes take videos from the same queue beside the DALI ones
+        self._kinds = [settings] * workers
+        if settings.decoder == "dali":
+            self._kinds += [replace(settings, decoder="pyav")] * cpu_workers
+        workers = len(self._kinds)
         self._tasks: Queue[Any] = self._context.Queue(maxsize=2 * workers)
         self._tasks.cancel_join_thread()  # on the way out, work not taken up is dropped, never waited for
         self._events: Queue[Any] = self._context.Queue(maxsize=queue_clips)
         self._workers: dict[int, SpawnProcess] = {}
+        self._settings_of: dict[int, DecodeSettings] = {}
         self._current: dict[int, _Current] = {}
         self._count = workers
         self._next = 0
 
-    def _spawn(self) -> None:
+    def _spawn(self, settings: DecodeSettings) -> None:
         number, self._next = self._next, self._next + 1
         process = self._context.Process(target=decode_worker, name=f"vidsearch-decode-{number}",
-                                        args=(number, self._tasks, self._events, self._settings), daemon=True)
+                                        args=(number, self._tasks, self._events, settings), daemon=True)
         process.start()
         self._workers[number] = process
+        self._settings_of[number] = settings
 
     def __enter__(self) -> "LocalEngine":
-        for _ in range(self._count):
-            self._spawn()
+        for settings in self._kinds:
+            self._spawn(settings)
         threading.Thread(target=_feed, args=(self._tasks, self._items, self._count), daemon=True,
                          name="vidsearch-feed").start()
         return self
@@ -162,6 +170,7 @@ class LocalEngine:
                 self._current[event.worker].progressed()
         elif isinstance(event, WorkerStopped):
             self._workers.pop(event.worker).join()
+            del self._settings_of[event.worker]
 
     def _replace_dead(self, output: JobOutput) -> None:
         """Called when no event came for a while, so a dead process's last events have been read."""
@@ -184,10 +193,11 @@ class LocalEngine:
                              f"(the decoding process was stopped)")
 
     def _retire(self, number: int, output: JobOutput, error: str, message: str) -> None:
-        """A process is gone: its video (if any) is a fatal failure, and a new process takes its place."""
+        """A process is gone: its video (if any) is a fatal failure, and a new process of the same kind
+        (a new decoder session) takes its place."""
         del self._workers[number]
         current = self._current.pop(number, None)
         if current is not None:
             failure = Failure(current.video_id, output.uri(current.video_id), error, message)
             output.end(VideoEnd(current.video_id, 0, failure, fatal=True))
-        self._spawn()
+        self._spawn(self._settings_of.pop(number))

@@ -4,7 +4,9 @@
     ─► driver: JobOutput (assemble, shard, ledger)
 
 Decoding runs as CPU tasks, one video per call, yielding its clips in small batches and then one
-end-marker row; the model runs in an actor pool (each actor opens the runtime once: the embedded
+end-marker row. With DALI on a GPU each decoding task holds `--decode-gpus` of a GPU (Ray hides the
+GPUs from a task that asks for none) and its worker process keeps its decoder session from video to
+video; the model runs in an actor pool (each actor opens the runtime once: the embedded
 ONNX Runtime over a model repository every node can read, or a Triton service). Ray Data streams
 with its own backpressure. The driver commits through the same ledger as the local engine, so a job
 resumes the same way, whichever engine ran before.
@@ -113,7 +115,9 @@ def run_ray(job: EmbedJob, models: RepositoryModels, items: Sequence[WorkItem], 
         blocks = min(len(items), _MAX_INPUT_BLOCKS)
         videos = ray.data.from_items([asdict(item) for item in items], override_num_blocks=blocks)
         decode: Any = decode_batch  # Ray's stubs do not take a generator with keyword arguments
+        gpu_decode = settings.decoder == "dali" and settings.dali_device == "gpu"
         dataset: Any = videos.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=1,
+                                          num_gpus=job.decode_gpus if gpu_decode else None,
                                           fn_kwargs={"settings": settings})
         dataset = dataset.map_batches(
             Embedder, fn_constructor_kwargs={"config": job.runtime, "models": models}, batch_size=batch_size,
