@@ -175,9 +175,18 @@ class DaliSession:
                 frames = np.asarray(out.as_cpu()[0] if self.device == "gpu" else out[0], dtype=np.float32)
             except RuntimeError as exc:
                 self._pipe = None  # a session that failed is not trusted again: rebuilt on next use
-                raise VideoDecodeError(name, f"DALI failed: {str(exc).splitlines()[0]}") from None
+                raise VideoDecodeError(name, f"DALI failed: {_cause(exc)}") from None
             for i in run:
                 yield clips[i], np.take(frames, np.searchsorted(union, numbers[i]), axis=frame_axis)
+
+
+def _cause(exc: RuntimeError) -> str:
+    """The line of a DALI error that says what went wrong (it follows "encountered:" in DALI's
+    message, after the operator's traceback), else the message's first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "encountered:" in lines[:-1]:
+        return lines[lines.index("encountered:") + 1]
+    return lines[0] if lines else type(exc).__name__
 
 
 _sessions = threading.local()
