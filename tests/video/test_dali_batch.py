@@ -13,7 +13,15 @@ import pytest
 
 import vidsearch.video.dali as dali
 from vidsearch.errors import VideoDecodeError
-from vidsearch.video import ClipSpec, Preprocess, ReadOptions, get_preprocess_preset, probe, read_clips, segment
+from vidsearch.video import (
+    ClipSpec,
+    Preprocess,
+    ReadOptions,
+    get_preprocess_preset,
+    probe,
+    read_clips,
+    segment,
+)
 from vidsearch.video.dali import DaliSession, dali_read_clips, refusal
 
 from .media import (
@@ -225,8 +233,8 @@ class _FailingOnce:
     def run(self) -> Any:
         if self._failures:
             self._failures.pop()
-            raise RuntimeError("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn.decoders."
-                               "video`\n\nencountered:\n\nCUDA error: the decoder session was lost\n")
+            raise RuntimeError("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn."
+                               "decoders.video`\n\nencountered:\n\nCUDA error: the decoder session was lost\n")
         return self._pipe.run()
 
 
