@@ -234,7 +234,7 @@ class _FailingOnce:
         if self._failures:
             self._failures.pop()
             raise RuntimeError("Critical error in pipeline:\nError in MIXED operator `nvidia.dali.fn."
-                               "decoders.video`\n\nencountered:\n\nCUDA error: the decoder session was lost\n")
+                               "decoders.video`\n\nencountered:\n\nCUDA error: the decoder session was lost")
         return self._pipe.run()
 
 
