@@ -8,7 +8,6 @@ be opened, probed, segmented or read at all is a fatal failure and none of its c
 """
 
 import ctypes
-import importlib.util
 import logging
 import multiprocessing
 import os
@@ -109,13 +108,13 @@ def resolve_decoder(wanted: Literal["auto", "pyav", "dali"]) -> tuple[Decoder, L
     """The decoder and where DALI runs. `auto` picks DALI on the GPU (NVDEC) when DALI and a GPU are
     present, PyAV otherwise; `dali` without a GPU runs DALI's CPU decoder (VP8, VP9, MJPEG; other
     codecs fall back to PyAV, each with a warning)."""
-    if wanted == "pyav":
-        return "pyav", "gpu"
-    gpus = gpu_count()
-    if wanted == "auto":
-        return ("dali" if gpus else "pyav"), "gpu"
-    if importlib.util.find_spec("nvidia.dali") is None:
-        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'vidsearch[gpu]'")
+    gpus = gpu_count() if wanted != "pyav" else 0
+    if wanted != "dali":
+        return ("dali", "gpu") if gpus else ("pyav", "cpu")
+    try:
+        import nvidia.dali  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'vidsearch[gpu]'") from None
     if gpus == 0:
         log.warning("--decoder dali without a CUDA GPU: DALI decodes VP8, VP9 and MJPEG on the CPU, "
                     "PyAV the other codecs")
