@@ -72,7 +72,8 @@ def test_embed_with_dali_matches_pyav(repository: Repository, vp9_folder: Path, 
     assert _failures(tmp_path / "pyav") == [broken]  # the same typed error, word for word
 
 
-def test_pyav_processes_beside_the_dali_ones(repository: Repository, vp9_folder: Path, tmp_path: Path) -> None:
+def test_pyav_processes_beside_the_dali_ones(repository: Repository, vp9_folder: Path,
+                                             tmp_path: Path) -> None:
     alone = run_embed(job(vp9_folder, tmp_path / "alone", repository.path, decoder="dali",
                           clips=ONE_S))
     both = run_embed(job(vp9_folder, tmp_path / "both", repository.path, decoder="dali", cpu_workers=1,

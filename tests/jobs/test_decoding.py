@@ -22,7 +22,8 @@ from ..video.test_demux_once import Opens
 from .conftest import CLIP_LEN, SCENES, Corpus
 
 
-def test_decoder_choice_without_a_gpu(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_decoder_choice_without_a_gpu(monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     assert decoding.gpu_count() == 0  # no GPU on the build machines
     assert resolve_decoder("auto") == ("pyav", "cpu")
     assert resolve_decoder("pyav") == ("pyav", "cpu")
@@ -38,13 +39,12 @@ def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPat
     calls: list[dict[str, Any]] = []
 
     class FakeClips:
-        failed_clips: list[tuple[int, str]] = []
-
         def __init__(self, source: LoadedInput, clips: Sequence[Clip], spec: Preprocess, device: str,
                      device_id: int, options: ReadOptions, probed: Probed, fallback: bool) -> None:
             calls.append({"source": source, "clips": list(clips), "spec": spec, "device": device,
                           "device_id": device_id, "probed": probed, "fallback": fallback})
             self.clips, self.spec = clips, spec
+            self.failed_clips: list[tuple[int, str]] = []
 
         def __iter__(self) -> Iterator[tuple[Clip, np.ndarray]]:
             for clip in self.clips:
