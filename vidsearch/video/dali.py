@@ -42,8 +42,8 @@ CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 # What NVDEC decodes, and its largest coded width/height per codec (NVIDIA Video Codec SDK support
 # matrix, Ampere/Hopper): larger frames go to PyAV. Profiles NVDEC lacks (4:2:2/4:4:4 H.264, 12-bit)
 # are not visible before decoding; their decode fails and falls back the same way.
-GPU_MAX_SIDE = {"h264": 4096, "hevc": 8192, "av1": 8192, "vp9": 8192, "vp8": 4096, "mpeg4": 2032,
-                "mjpeg": 16384}
+GPU_MAX_SIDE = {"h264": 4096, "hevc": 8192, "av1": 8192, "libdav1d": 8192, "libaom-av1": 8192, "vp9": 8192,
+                "vp8": 4096, "mpeg4": 2032, "mjpeg": 16384}  # AV1 under the names of FFmpeg's decoders
 # Frames one sample carries at most: a longer video is fed in several samples of whole clips, so
 # decoded frames held at once stay bounded (256 frames of 1080p RGB are 1.6 GB).
 MAX_FRAMES_PER_SAMPLE = 256
