@@ -261,3 +261,30 @@ def test_a_failed_session_is_rebuilt_and_costs_only_its_video(video_factory: Vid
     _assert_same_clips(list(read_clips(first, strict[0], spec)), got, spec)
     assert list(dali_read_clips(second, strict[1], spec, session=session))
     assert session.builds == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("codec", ["libx264", "libvpx-vp9"])
+def test_gpu_sessions_feed_each_video_once_and_match_pyav(video_factory: VideoFactory, codec: str) -> None:
+    """On a GPU (NVDEC): H.264 with B-frames and VP9, two sessions in two threads at once."""
+    import threading
+
+    spec = get_preprocess_preset("viclip")
+    suffix = ".mp4" if codec == "libx264" else ".webm"
+    path = video_factory.make(VideoSpec(codec=codec, suffix=suffix, width=320, height=240, frames=90, gop=30))
+    clips = segment(probe(path), OVERLAPPING)
+    sessions = [DaliSession(spec, "gpu", 0) for _ in range(2)]
+    results: list[list[Any]] = [[], []]
+
+    def work(i: int) -> None:
+        results[i] = list(dali_read_clips(path, clips, spec, "gpu", 0, session=sessions[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = list(read_clips(path, clips, spec))
+    for session, got in zip(sessions, results, strict=True):
+        assert (session.feeds, session.builds) == (1, 1)
+        _assert_same_clips(expected, got, spec)
