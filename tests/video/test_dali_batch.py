@@ -4,6 +4,7 @@ errors, and what DALI cannot decode falls back to PyAV with a warning. GPU-only 
 size limits, a session that fails) are driven by real files and a pipeline that fails on purpose."""
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .media import (
     VideoSpec,
     damage_packet,
     packet_layout,
+    patch_jpeg_size,
     read_code,
     replace_fourcc,
     truncate,
@@ -96,28 +98,33 @@ def _error(read: Any) -> VideoDecodeError:
     return excinfo.value
 
 
-def _bad_inputs(factory: VideoFactory, tmp: Path) -> dict[str, tuple[Path, ClipSpec | None]]:
+def _bad_inputs(factory: VideoFactory, tmp: Path) -> dict[str, Path]:
     """Each bad-video kind the PyAV path handles (tests/video/test_bad_inputs.py), as a file."""
     empty = tmp / "empty.webm"
     empty.write_bytes(b"")
     noise = tmp / "noise.webm"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     h264 = factory.make(frames=30)
+    mjpeg = factory.make(codec="mjpeg", suffix=".mkv", pix_fmt="yuvj420p", frames=30)
+    fifo = tmp / "pipe.webm"
+    os.mkfifo(fifo)
     return {
-        "missing": (tmp / "nowhere.webm", None),
-        "empty": (empty, None),
-        "noise": (noise, None),
-        "truncated index": (truncate(factory.make(frames=90), tmp / "cut.mp4", 0.6), None),
-        "audio only": (write_audio_only(tmp / "talk.m4a"), None),
-        "zero duration": (write_empty_video_track(tmp / "no-frames.mkv"), None),
-        "unsupported codec": (replace_fourcc(h264, tmp / "mystery.mp4", b"avc1", b"zzzz"), None),
+        "a FIFO": fifo,
+        "missing": tmp / "nowhere.webm",
+        "empty": empty,
+        "noise": noise,
+        "truncated index": truncate(factory.make(frames=90), tmp / "cut.mp4", 0.6),
+        "audio only": write_audio_only(tmp / "talk.m4a"),
+        "zero duration": write_empty_video_track(tmp / "no-frames.mkv"),
+        "unsupported codec": replace_fourcc(h264, tmp / "mystery.mp4", b"avc1", b"zzzz"),
+        "huge frames inside the bitstream": patch_jpeg_size(mjpeg, tmp / "huge-jpeg.mkv", 12000, 12000),
     }
 
 
 def test_bad_videos_give_the_pyav_paths_typed_error(video_factory: VideoFactory, tmp_path: Path) -> None:
     spec = get_preprocess_preset("viclip")
     clips = [segment(probe(video_factory.make(VP9)), ClipSpec(length_s=1.0))[0]]
-    for kind, (path, _) in _bad_inputs(video_factory, tmp_path).items():
+    for kind, path in _bad_inputs(video_factory, tmp_path).items():
         pyav = _error(lambda p=path: read_clips(p, clips, spec))
         ours = _error(lambda p=path: dali_read_clips(p, clips, spec, fallback=True))
         assert (type(ours), ours.path, ours.reason) == (type(pyav), pyav.path, pyav.reason), kind
