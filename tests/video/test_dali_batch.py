@@ -295,3 +295,26 @@ def test_gpu_sessions_feed_each_video_once_and_match_pyav(video_factory: VideoFa
     for session, got in zip(sessions, results, strict=True):
         assert (session.feeds, session.builds) == (1, 1)
         _assert_same_clips(expected, got, spec)
+
+
+def test_a_gpu_session_that_cannot_start_falls_back_to_pyav(video_factory: VideoFactory,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Building the GPU pipeline fails here (no CUDA device), as it does on a GPU out of memory: the
+    video goes to PyAV with a warning, and the next video tries a new session."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine where the GPU pipeline cannot be built")
+    spec = get_preprocess_preset("viclip")
+    path = video_factory.make(VP9)
+    clips = segment(probe(path), ClipSpec(length_s=1.0))
+    session = DaliSession(spec, "gpu", device_id=0)
+    with pytest.raises(VideoDecodeError, match=r"DALI failed: .*CUDA"):
+        list(dali_read_clips(path, clips, spec, "gpu", 0, session=session))
+    with caplog.at_level(logging.WARNING, logger="vidsearch.video.dali"):
+        stream = dali_read_clips(path, clips, spec, "gpu", 0, fallback=True, session=session)
+        got = list(stream)
+    assert "DALI failed" in caplog.text
+    assert (stream.decoder, session.builds, session.feeds) == ("pyav", 0, 0)
+    for (_, a), (_, b) in zip(got, read_clips(path, clips, spec), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -166,9 +166,9 @@ class DaliSession:
         frame_axis = 0 if self.spec.layout == "TCHW" else 1
         for run in _samples(numbers, self.max_frames):
             union = np.unique(np.concatenate([numbers[i] for i in run]))
-            pipe = self._pipeline()
-            self.feeds += 1
             try:
+                pipe = self._pipeline()  # building fails too where the GPU or its memory is not there
+                self.feeds += 1
                 pipe.feed_input("encoded", [encoded])
                 pipe.feed_input("frames", [union])
                 (out,) = pipe.run()
