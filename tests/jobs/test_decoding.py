@@ -1,6 +1,8 @@
 """The decode stage: decoder choice by capability (DALI on a GPU, faked here), and inputs → work items."""
 
 import json
+import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,15 @@ from ..video.test_demux_once import Opens
 from .conftest import CLIP_LEN, SCENES, Corpus
 
 
-def test_pyav_without_a_gpu() -> None:
+def test_decoder_choice_without_a_gpu(monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     assert decoding.gpu_count() == 0  # no GPU on the build machines
-    assert resolve_decoder("auto") == "pyav"
+    assert resolve_decoder("auto") == ("pyav", "cpu")
+    assert resolve_decoder("pyav") == ("pyav", "cpu")
+    with caplog.at_level(logging.WARNING, logger="vidsearch.jobs.decoding"):
+        assert resolve_decoder("dali") == ("dali", "cpu")  # DALI's CPU decoder: VP8/VP9/MJPEG
+    assert "DALI decodes VP8, VP9 and MJPEG on the CPU" in caplog.text
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # what Python does when it is not installed
     with pytest.raises(ConfigError, match="needs NVIDIA DALI"):
         resolve_decoder("dali")
 
@@ -30,26 +38,30 @@ def test_pyav_without_a_gpu() -> None:
 def test_dali_decodes_on_the_gpu_when_there_is_one(monkeypatch: pytest.MonkeyPatch, corpus: Corpus) -> None:
     calls: list[dict[str, Any]] = []
 
-    def fake_dali_read_clips(source: LoadedInput, clips: Sequence[Clip], spec: Preprocess, device: str,
-                             device_id: int, time_limit_s: float, probed: Probed
-                             ) -> Iterator[tuple[Clip, np.ndarray]]:
-        calls.append({"source": source, "clips": list(clips), "spec": spec, "device": device,
-                      "device_id": device_id, "probed": probed})
-        for clip in clips:
-            yield clip, np.zeros(spec.output_shape, np.float32)
+    class FakeClips:
+        def __init__(self, source: LoadedInput, clips: Sequence[Clip], spec: Preprocess, device: str,
+                     device_id: int, options: ReadOptions, probed: Probed, fallback: bool) -> None:
+            calls.append({"source": source, "clips": list(clips), "spec": spec, "device": device,
+                          "device_id": device_id, "probed": probed, "fallback": fallback})
+            self.clips, self.spec = clips, spec
+            self.failed_clips: list[tuple[int, str]] = []
+
+        def __iter__(self) -> Iterator[tuple[Clip, np.ndarray]]:
+            for clip in self.clips:
+                yield clip, np.zeros(self.spec.output_shape, np.float32)
 
     monkeypatch.setattr(decoding, "gpu_count", lambda: 1)
-    monkeypatch.setattr(dali, "dali_read_clips", fake_dali_read_clips)
-    assert resolve_decoder("auto") == "dali"
+    monkeypatch.setattr(dali, "dali_read_clips", FakeClips)
+    assert resolve_decoder("auto") == ("dali", "gpu")
     spec = get_preprocess_preset("viclip")
-    settings = DecodeSettings(spec, ClipSpec(CLIP_LEN), None, ReadOptions(), "dali", device_id=0)
+    settings = DecodeSettings(spec, ClipSpec(CLIP_LEN), None, ReadOptions(), "dali", "gpu", device_id=0)
     item = list_inputs(str(corpus.videos[0]))[0]
     opens = Opens(monkeypatch)
     events = list(decode_video(item, settings))
     assert [type(e) for e in events] == [ClipTensor] * SCENES + [VideoEnd]
     assert events[-1] == VideoEnd(item.video_id, SCENES)
     (call,) = calls
-    assert (call["device"], call["device_id"], call["spec"]) == ("gpu", 0, spec)
+    assert (call["device"], call["device_id"], call["spec"], call["fallback"]) == ("gpu", 0, spec, True)
     assert [c.index for c in call["clips"]] == list(range(SCENES))
     # the file is read once, into memory; the probe ran there and its timeline goes to DALI
     assert (call["source"].name, call["source"].getvalue()) == (item.path, corpus.videos[0].read_bytes())

@@ -124,6 +124,23 @@ def test_the_gpu_report_compares_decoders_for_real_and_marks_gpu_sections_skippe
     assert report["faiss"]["status"] == "skipped"
 
 
+@pytest.mark.slow
+def test_the_decode_sections_run_on_dalis_cpu_decoder_without_a_gpu(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the report on a machine without a GPU")
+    report = _report(tmp_path, "decode_batch", "embed_job")
+    batch, job = report["decode_batch"], report["embed_job"]
+    assert (batch["status"], batch["device"]) == ("ok", "cpu")
+    assert (job["status"], job["decoder"]) == ("ok", "dali-cpu")
+    assert batch["clips_per_s_1_sessions"] > 0
+    assert batch["ratio_vs_baseline"] == batch["video_frames_per_s_best"] / batch["baseline_frames_per_s"]
+    assert job["clips"] == 4 * 2  # four 2-s videos in 1-s clips
+    assert 0 < job["job_vs_bound"] == job["job_clips_per_s"] / min(job["decode_only_clips_per_s"],
+                                                                   job["model_only_clips_per_s"])
+
+
 def test_the_bundle_takes_the_runtime_dependencies_of_the_extras_not_only_the_base_install() -> None:
     names = {re.split(r"[<>=\[;]", r)[0] for r in bundle._project_requirements()}
     assert {"av", "grpcio", "onnxruntime", "onnx", "pyarrow", "pydantic", "typer"} <= names

@@ -32,7 +32,7 @@ def _compare(path: Path, preset: str, device: Device = "cpu", device_id: int | N
     spec = get_preprocess_preset(preset)
     clips = segment(probe(path), ClipSpec(length_s=0.5))
     ours = list(read_clips(path, clips, spec))
-    theirs = list(dali_read_clips(path, clips, spec, device=device, batch_size=2, device_id=device_id))
+    theirs = list(dali_read_clips(path, clips, spec, device=device, device_id=device_id))
     assert [c for c, _ in theirs] == clips
     one_level = 1.0 / 255.0 / min(spec.std) + 1e-5
     for (_, a), (_, b) in zip(ours, theirs, strict=True):
@@ -101,13 +101,13 @@ def test_the_dali_path_reads_a_file_once(video_factory: VideoFactory,
     spec = get_preprocess_preset("viclip")
     clips = segment(probe(path), ClipSpec(length_s=0.5))
     opens = Opens(monkeypatch)
-    by_path = list(dali_read_clips(path, clips, spec, batch_size=2))
+    by_path = list(dali_read_clips(path, clips, spec))
     assert (opens.containers, opens.files) == (1, [str(path)])  # read into memory once, probed there
     opens.files.clear()
     opens.containers = 0
     data = load_input(path, Deadline(str(path), 10.0))  # as the job does: load, probe, cut, decode
     probed = probe_timeline(data)
-    handed = list(dali_read_clips(data, clips, spec, batch_size=2, probed=probed))
+    handed = list(dali_read_clips(data, clips, spec, probed=probed))
     assert (opens.containers, opens.files) == (1, [str(path)])
     assert [c for c, _ in handed] == [c for c, _ in by_path] == clips
     for (_, a), (_, b) in zip(handed, by_path, strict=True):
@@ -118,6 +118,6 @@ def test_the_dali_path_names_the_file_in_its_errors(video_factory: VideoFactory)
     path = video_factory.make(frames=15)  # H.264: not decodable by DALI on the CPU
     clips = segment(probe(path), ClipSpec(length_s=0.5))
     with pytest.raises(VideoDecodeError) as excinfo:
-        next(dali_read_clips(path, clips, get_preprocess_preset("viclip")))
+        next(iter(dali_read_clips(path, clips, get_preprocess_preset("viclip"))))
     assert excinfo.value.path == str(path)
     assert "only on a GPU" in excinfo.value.reason

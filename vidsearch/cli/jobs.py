@@ -25,12 +25,16 @@ def embed_command(
     min_tail: Annotated[float, typer.Option(help="Shortest last window kept, in seconds.")] = 1.0,
     scenes: Annotated[bool, typer.Option(help="Cut at shot changes first; windows within shots.")] = False,
     dtype: Annotated[Literal["float32", "float16"], typer.Option(help="Embedding storage type.")] = "float32",
-    workers: Annotated[int, typer.Option(min=1, help="Decoding processes (local engine).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Decoding processes (local engine); with DALI, "
+                                                     "decoder sessions.")] = 1,
+    cpu_workers: Annotated[int, typer.Option(min=0, help="Local engine with DALI: PyAV decoding processes "
+                                                         "beside the DALI ones.")] = 0,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call [model max].")] = None,
     shard_clips: Annotated[int, typer.Option(min=1, help="Clips per shard commit.")] = 8192,
     queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
     decoder: Annotated[Literal["auto", "pyav", "dali"], typer.Option(
-        help="auto: DALI on a GPU when installed, else PyAV.")] = "auto",
+        help="auto: DALI on a GPU when installed, else PyAV. dali without a GPU: DALI's CPU decoder "
+             "(VP8/VP9/MJPEG; PyAV the rest).")] = "auto",
     runtime: Annotated[Literal["auto", "embedded", "torch", "triton"], typer.Option(
         help="Model runtime: auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX "
              "Runtime), torch (PyTorch in-process) or triton.")] = "embedded",
@@ -40,6 +44,8 @@ def embed_command(
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: one per core).")] = 0,
     actors: Annotated[int, typer.Option(min=1, help="Ray: model actors.")] = 1,
     num_gpus: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per model actor.")] = 0.0,
+    decode_gpus: Annotated[float, typer.Option(min=0.01, max=1.0, help="Ray: GPUs per decoding task "
+                                                                       "when DALI decodes on a GPU.")] = 0.25,
     ray_address: Annotated[str | None, typer.Option(help="Ray: cluster [RAY_ADDRESS or local].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start again in an --out of another job.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -59,7 +65,8 @@ def embed_command(
             scenes=ShotSpec() if scenes else None, float16=dtype == "float16", decoder=decoder,
             runtime=RuntimeConfig(kind=runtime, gpu=gpu, model_repository=model_repository,
                                   triton_url=triton_url, threads=threads),
-            workers=workers, batch_size=batch_size, shard_clips=shard_clips, queue_clips=queue_clips,
+            workers=workers, cpu_workers=cpu_workers, decode_gpus=decode_gpus, batch_size=batch_size,
+            shard_clips=shard_clips, queue_clips=queue_clips,
             actors=actors, num_gpus=num_gpus, ray_address=ray_address, overwrite=overwrite, progress=progress,
         )  # fmt: skip
         summary = run_embed(job)

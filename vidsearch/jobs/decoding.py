@@ -8,6 +8,7 @@ be opened, probed, segmented or read at all is a fatal failure and none of its c
 """
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import queue
@@ -38,6 +39,8 @@ from vidsearch.video import (
 from vidsearch.video import segment as segment_video
 from vidsearch.video.source import Deadline, load_input
 
+log = logging.getLogger(__name__)
+
 Decoder = Literal["pyav", "dali"]
 
 
@@ -50,6 +53,7 @@ class DecodeSettings:
     scenes: ShotSpec | None
     read: ReadOptions
     decoder: Decoder = "pyav"
+    dali_device: Literal["cpu", "gpu"] = "gpu"  # where DALI decodes (the CPU: VP8/VP9/MJPEG, PyAV the rest)
     device_id: int = 0  # the GPU DALI decodes on
 
     def time_limit_s(self, duration_s: float | None) -> float:
@@ -102,14 +106,21 @@ def gpu_count() -> int:
         return 0
 
 
-def resolve_decoder(wanted: Literal["auto", "pyav", "dali"]) -> Decoder:
-    """`auto` picks DALI (NVDEC) when DALI and a GPU are present, PyAV otherwise."""
-    gpus = gpu_count()
-    if wanted == "dali" and gpus == 0:
-        raise ConfigError("--decoder dali needs NVIDIA DALI (pip install 'vidsearch[gpu]') and a CUDA GPU")
-    if wanted == "auto":
-        return "dali" if gpus else "pyav"
-    return wanted
+def resolve_decoder(wanted: Literal["auto", "pyav", "dali"]) -> tuple[Decoder, Literal["cpu", "gpu"]]:
+    """The decoder and where DALI runs. `auto` picks DALI on the GPU (NVDEC) when DALI and a GPU are
+    present, PyAV otherwise; `dali` without a GPU runs DALI's CPU decoder (VP8, VP9, MJPEG; other
+    codecs fall back to PyAV, each with a warning)."""
+    gpus = gpu_count() if wanted != "pyav" else 0
+    if wanted != "dali":
+        return ("dali", "gpu") if gpus else ("pyav", "cpu")
+    try:
+        import nvidia.dali  # noqa: F401 - only whether it is there
+    except ImportError:
+        raise ConfigError("--decoder dali needs NVIDIA DALI: pip install 'vidsearch[gpu]'") from None
+    if gpus == 0:
+        log.warning("--decoder dali without a CUDA GPU: DALI decodes VP8, VP9 and MJPEG on the CPU, "
+                    "PyAV the other codecs")
+    return "dali", "gpu" if gpus else "cpu"
 
 
 ClipIterator = Iterator[tuple[Clip, NDArray[np.float32]]]
@@ -130,9 +141,10 @@ def _read(item: WorkItem, settings: DecodeSettings, scenes: list[float],
         if on_probe is not None:
             on_probe(probed.info)
         clips = segment_video(probed.info, settings.clips, scenes)
-        stream = dali_read_clips(data, clips, settings.preprocess, device="gpu", device_id=settings.device_id,
-                                 time_limit_s=limit, probed=probed)
-        return probed.info, clips, stream, []
+        # this process's decoder session, built once; a video DALI cannot decode goes to PyAV
+        stream = dali_read_clips(data, clips, settings.preprocess, settings.dali_device, settings.device_id,
+                                 settings.read, probed, fallback=True)
+        return probed.info, clips, iter(stream), stream.failed_clips
     probed = probe_timeline(item.path, limit)
     if on_probe is not None:
         on_probe(probed.info)

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 
 import numpy as np
@@ -70,17 +71,20 @@ class LocalEngine:
     model loads); `run` consumes it; leaving stops whatever processes are left."""
 
     def __init__(self, items: Sequence[WorkItem], settings: DecodeSettings, workers: int,
-                 queue_clips: int) -> None:
+                 queue_clips: int, cpu_workers: int = 0) -> None:
         self._pending = deque(items)
         self._context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime's threads start
         self._settings = settings
-        self._buffered = max(1, queue_clips // workers)
+        # with DALI, `cpu_workers` PyAV processes take videos beside the DALI ones
+        self._kinds = [settings] * workers
+        if settings.decoder == "dali":
+            self._kinds += [replace(settings, decoder="pyav")] * cpu_workers
+        self._buffered = max(1, queue_clips // len(self._kinds))
         self._processes: dict[Connection, DecodeProcess] = {}
-        self._count = workers
         self._next = 0
 
-    def _spawn(self) -> None:
-        process = DecodeProcess(self._context, self._next, self._settings, self._buffered)
+    def _spawn(self, settings: DecodeSettings) -> None:
+        process = DecodeProcess(self._context, self._next, settings, self._buffered)
         self._next += 1
         self._processes[process.events] = process
         process.give(self._take())
@@ -89,8 +93,8 @@ class LocalEngine:
         return self._pending.popleft() if self._pending else None
 
     def __enter__(self) -> "LocalEngine":
-        for _ in range(self._count):
-            self._spawn()
+        for settings in self._kinds:
+            self._spawn(settings)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -146,11 +150,12 @@ class LocalEngine:
     def _retire(self, process: DecodeProcess, output: JobOutput, ending: Callable[[VideoWatch, str], VideoEnd]
                 ) -> None:
         """A process is gone: its video (if any) ends as `ending` says (fatal), its queued items go back
-        to the others, and a new process takes its place while work is left."""
+        to the others, and a new process of the same kind (a new decoder session) takes its place while
+        work is left."""
         del self._processes[process.events]
         process.stop()
         if process.watch is not None:
             output.end(ending(process.watch, output.uri(process.watch.video_id)))
         self._pending.extendleft(reversed(process.queued))
         if self._pending:
-            self._spawn()
+            self._spawn(process.settings)

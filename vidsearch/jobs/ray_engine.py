@@ -4,11 +4,13 @@
     ─► driver: JobOutput (assemble, shard, ledger)
 
 Decoding runs as CPU tasks, one video per call, yielding its clips in small batches and then one
-end-marker row. A task decodes in a process of its own (one per Ray worker, kept across its tasks)
-under the local engine's watchdog: a video stuck past its time limit (a read on a hung mount), or
-whose process dies, ends as a failure and the task goes on, instead of holding its Ray worker
-forever. The model runs in an actor pool (each actor opens the runtime once: the embedded ONNX
-Runtime over a model repository every node can read, or a Triton service). Ray Data streams
+end-marker row. A task decodes in a process of its own (one per Ray worker, kept across its tasks,
+so a DALI decoder session lives from video to video) under the local engine's watchdog: a video
+stuck past its time limit (a read on a hung mount), or whose process dies, ends as a failure and the
+task goes on, instead of holding its Ray worker forever. With DALI on a GPU each decoding task holds
+`--decode-gpus` of a GPU (Ray hides the GPUs from a task that asks for none). The model runs in an
+actor pool (each actor opens the runtime once: the embedded ONNX Runtime over a model repository
+every node can read, or a Triton service). Ray Data streams
 with its own backpressure. The driver commits through the same ledger as the local engine, so a job
 resumes the same way, whichever engine ran before.
 """
@@ -170,7 +172,9 @@ def run_ray(job: EmbedJob, models: RepositoryModels, items: Sequence[WorkItem], 
         blocks = min(len(items), _MAX_INPUT_BLOCKS)
         videos = ray.data.from_items([asdict(item) for item in items], override_num_blocks=blocks)
         decode: Any = decode_batch  # Ray's stubs do not take a generator with keyword arguments
+        gpu_decode = settings.decoder == "dali" and settings.dali_device == "gpu"
         dataset: Any = videos.map_batches(decode, batch_size=1, batch_format="numpy", num_cpus=1,
+                                          num_gpus=job.decode_gpus if gpu_decode else None,
                                           fn_kwargs={"settings": settings})
         dataset = dataset.map_batches(
             Embedder, fn_constructor_kwargs={"config": job.runtime, "models": models}, batch_size=batch_size,

@@ -29,8 +29,8 @@ def run_embed(job: EmbedJob) -> JobSummary:
     if vision is None or vision.preprocess is None:
         raise ConfigError(f"{job.runtime.model_repository} has no video embedding model "
                           f"({job.runtime.vision_model}) with a preprocessing spec: export a ViCLIP first")
-    decoder = resolve_decoder(job.decoder)
-    settings = DecodeSettings(vision.preprocess, job.clips, job.scenes, job.read, decoder)
+    decoder, dali_device = resolve_decoder(job.decoder)
+    settings = DecodeSettings(vision.preprocess, job.clips, job.scenes, job.read, decoder, dali_device)
     items = list_inputs(job.input)
     started = time.monotonic()
     ledger = Ledger(job.out, job.identity(facts), job.overwrite)
@@ -46,8 +46,9 @@ def run_embed(job: EmbedJob) -> JobSummary:
         left = [item.video_id for item in items if item.video_id not in ledger.settled]
         if left:
             raise JobError(f"{len(left)} videos were not processed (first: {left[0]}); run again to resume")
+        label = decoder if decoder == "pyav" else f"dali-{dali_device}"
         summary = JobSummary(
-            out=str(job.out), engine=job.engine, decoder=decoder, videos=output.videos_done,
+            out=str(job.out), engine=job.engine, decoder=label, videos=output.videos_done,
             videos_skipped=len(items) - len(todo), videos_failed=output.failed, clips=output.clips_done,
             seconds=time.monotonic() - started, videos_total=len(ledger.settled), clips_total=ledger.clips,
             failures_total=ledger.write_failures(), shards_total=sum(1 for r in ledger.records if r["shard"]),
@@ -68,7 +69,7 @@ def _run_engine(job: EmbedJob, models: RepositoryModels, todo: list[WorkItem], s
     from vidsearch.jobs.pipeline import LocalEngine
     from vidsearch.runtime import open_runtime
 
-    with LocalEngine(todo, settings, job.workers, job.queue_clips) as engine:
+    with LocalEngine(todo, settings, job.workers, job.queue_clips, job.cpu_workers) as engine:
         # opened while the decoding processes start and fill the queue
         runtime = open_runtime(job.runtime, models=models)
         try:

@@ -28,13 +28,15 @@ class EmbedJob:
     float16: bool = False
     engine: Literal["local", "ray"] = "local"
     decoder: Literal["auto", "pyav", "dali"] = "auto"
-    workers: int = 1  # decoding processes (local engine)
+    workers: int = 1  # decoding processes (local engine): with DALI, each is one decoder session
+    cpu_workers: int = 0  # local engine with DALI: PyAV decoding processes beside the DALI ones
     batch_size: int | None = None  # clips per model call (default: the model's maximum batch)
     queue_clips: int = 16  # decoded clips waiting for the model, at most (backpressure)
     shard_clips: int = 8192  # clips per shard commit (the last shard may hold fewer)
     read: ReadOptions = field(default_factory=lambda: ReadOptions(on_clip_error="skip"))
     actors: int = 1  # Ray: model actors
     num_gpus: float = 0.0  # Ray: GPUs per model actor
+    decode_gpus: float = 0.25  # Ray: GPUs per decoding task when DALI decodes on a GPU
     ray_address: str | None = None  # Ray: cluster to join (default: RAY_ADDRESS, else a local instance)
     overwrite: bool = False
     progress: bool = True
@@ -44,6 +46,9 @@ class EmbedJob:
             raise ConfigError("embed: workers, queue, shard size, actors and batch size must be at least 1")
         if self.num_gpus < 0:
             raise ConfigError(f"embed: --num-gpus must not be negative, got {self.num_gpus}")
+        if self.cpu_workers < 0 or not 0 < self.decode_gpus <= 1:
+            raise ConfigError(f"embed: --cpu-workers must not be negative and --decode-gpus must be in "
+                              f"(0, 1], got {self.cpu_workers} and {self.decode_gpus}")
 
     def identity(self, facts: RuntimeFacts) -> dict[str, Any]:
         """What a resumed run must share with the first: anything else would mix two outputs."""

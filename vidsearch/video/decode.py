@@ -86,6 +86,13 @@ class ClipFrames:
     frame_times_s: tuple[float, ...]
 
 
+def check_declared_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse a video whose declared frames exceed `max_pixels`, before any decoding (every decoder)."""
+    if width * height > max_pixels:
+        raise VideoDecodeError(name, f"declared frame size {width}×{height} exceeds the limit of "
+                                     f"{max_pixels} pixels")
+
+
 class _ClipDecoder:
     """Decodes the planned packets, fills clip slots, and hands out clips as they complete.
 
@@ -240,9 +247,7 @@ class FrameStream:
     def _stream(self, container: av.container.InputContainer) -> av.video.stream.VideoStream:
         stream = video_stream(container, self.name)
         ctx = stream.codec_context
-        if ctx.width * ctx.height > self.options.max_pixels:
-            raise VideoDecodeError(self.name, f"declared frame size {ctx.width}×{ctx.height} exceeds the "
-                                              f"limit of {self.options.max_pixels} pixels")
+        check_declared_size(self.name, ctx.width, ctx.height, self.options.max_pixels)
         ctx.thread_type = "AUTO"
         ctx.thread_count = self.options.threads
         ctx.options = {"max_pixels": str(self.options.max_pixels)}  # decoders refuse larger frames
