@@ -55,18 +55,30 @@ from vidsearch.index.paging import paginate
 log = logging.getLogger(__name__)
 
 _LOOKUP_BATCH = 1000
+_FETCH_SEPARATELY_FROM = 64
+"""From this many hits per call on, a search asks for ids and scores only and reads the clips in one
+lookup by primary key: Milvus reads output fields per query and segment, a lookup reads each clip once
+(64 queries × 10 hits: 42 → 29 ms per call measured; for 10 hits the second call costs more than
+it saves, 3.7 → 6.0 ms)."""
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class MilvusCollectionConfig:
-    """A new collection: what it embeds and how its vector index is built."""
+    """A new collection: what it embeds and how its vector index is built.
+
+    `partitions`: how many partitions the video id (the partition key) hashes into. Every partition
+    has segments of its own, each with its own vector index, and a search without a video filter
+    searches them all: more partitions make "search these videos" cheaper and every other search
+    dearer (Milvus's default of 64 made an unfiltered search 64 small graph searches).
+    """
 
     dim: int
     model: str
     model_checksum: str = ""
     index: MilvusIndexSpec = field(default_factory=MilvusIndexSpec)
     shards: int = 1
+    partitions: int = 1
 
 
 class MilvusClipIndex:
@@ -115,6 +127,7 @@ class MilvusClipIndex:
                 index_params=index_params,
                 consistency_level=target.consistency,
                 num_shards=config.shards,
+                num_partitions=config.partitions,
             )
             client.load_collection(target.collection)  # fmt: skip
 
@@ -310,11 +323,19 @@ class MilvusClipIndex:
             return [[] for _ in range(vectors.shape[0])]
         expression = ex.filter_expression(search_filter) or ""
         params = {"metric_type": "IP", "params": self._search_params(k, tuning)}
+        inline = vectors.shape[0] * k < _FETCH_SEPARATELY_FROM
         results = self._call("search", lambda: self._client.search(
             self._target.collection, data=list(vectors), filter=expression, limit=k,
-            output_fields=list(FIELDS), search_params=params, anns_field=VECTOR,
+            output_fields=list(FIELDS) if inline else [], search_params=params, anns_field=VECTOR,
             consistency_level=self._target.consistency))  # fmt: skip
-        return [[Hit(to_record(hit["entity"]), float(hit["distance"])) for hit in row] for row in results]
+        if inline:
+            return [[Hit(to_record(hit["entity"]), float(hit["distance"])) for hit in row] for row in results]
+        found = self.get({hit["id"] for row in results for hit in row})
+        # a clip deleted between the search and the lookup is left out, as a later search would
+        return [
+            [Hit(found[hit["id"]], float(hit["distance"])) for hit in row if hit["id"] in found]
+            for row in results
+        ]
 
     def _search_params(self, k: int, tuning: Tuning) -> dict[str, int | str]:
         """The recorded search parameters, the query's tuning, and the floors Milvus puts on them."""
