@@ -6,6 +6,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,4 +174,30 @@ def test_video_count_follows_upserts_and_deletes_without_scanning_again(
             time.sleep(0.05)
         assert index.videos() == 2
         assert scans == 1
+        index.drop()
+
+
+def test_a_batch_is_one_search_call_and_agrees_with_single_queries(
+    milvus_server: LocalMilvus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, vectors = make_records(200), clustered(200, 8, seed=41)
+    queries = clustered(64, 8, seed=42)
+    with milvus_collection(milvus_server, 8) as index:
+        index.add(records, vectors)
+        index.delete_clips(["c5", "c77"])
+        singles = [index.search_hits(q[None, :], 10, SearchFilter(), Tuning())[0] for q in queries]
+        calls: list[int] = []
+        search = index._client.search
+
+        def counted_search(*args: object, **kwargs: Any) -> Any:
+            calls.append(len(kwargs["data"]))
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(index._client, "search", counted_search)
+        batch = index.search_hits(queries, 10, SearchFilter(), Tuning())  # 640 hits: ids, then one lookup
+        assert calls == [64]
+        assert [[(h.clip, h.score) for h in row] for row in batch] == [
+            [(h.clip, pytest.approx(h.score, abs=1e-6)) for h in row] for row in singles
+        ]
+        assert not {"c5", "c77"} & {h.clip.clip_id for row in batch for h in row}
         index.drop()
