@@ -489,15 +489,16 @@ class MilvusClipIndex:
 
     def stats(self) -> IndexStats:
         version = self._call("ask the server version", self._client.get_server_version)
+        clips = len(self)
         return IndexStats(
-            clips=len(self),
+            clips=clips,
             videos=self.videos(),
             dim=self.dim,
             model=self.model,
             model_checksum=self._d.model_checksum,
             backend=f"milvus {version} at {self._target.address}",
             index_type=self._d.index.index_type,
-            vectors=len(self),
+            vectors=clips,
             tombstones=0,
             size_bytes=0,
             read_only=False,
