@@ -108,10 +108,9 @@ def rss_anon_mb() -> float:
 
 
 def exact_top_k(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The true top K by brute force, reading `base` in place (no second copy of a 1M × 512 array)."""
     faiss.cvar.distance_compute_blas_threshold = 16
-    flat = faiss.IndexFlatIP(base.shape[1])
-    flat.add(base)
-    return flat.search(queries, K)[1]  # type: ignore[no-any-return]
+    return faiss.knn(queries, base, K, metric=faiss.METRIC_INNER_PRODUCT)[1]  # type: ignore[no-any-return]
 
 
 def records(start: int, stop: int) -> list[ClipRecord]:
@@ -128,11 +127,14 @@ def records(start: int, stop: int) -> list[ClipRecord]:
     ]
 
 
-def build(base: np.ndarray, factory: str) -> tuple[FaissClipIndex, float, float, float]:
+def build(base: np.ndarray, factory: str, ef_construction: int) -> tuple[FaissClipIndex, float, float, float]:
     n, dim = base.shape
     before = rss_anon_mb()
     started = time.perf_counter()
     index = FaissClipIndex.create(IndexConfig(dim=dim, model=MODEL, factory=factory, gpu=GpuPolicy.NEVER))
+    inner = faiss.downcast_index(faiss.downcast_index(index.faiss_index).index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efConstruction = ef_construction
     train_s = 0.0
     if not index.is_trained:
         size = plan_index(n, dim, factory).train_size
@@ -208,11 +210,11 @@ def measure(
     )
 
 
-def sweep(factory: str) -> list[Tuning]:
+def sweep(factory: str, ef: list[int]) -> list[Tuning]:
     if "IVF" in factory:
         return [Tuning(nprobe=p) for p in (8, 16, 32, 64)]
     if "HNSW" in factory:
-        return [Tuning(ef_search=e) for e in (32, 64, 128, 256)]
+        return [Tuning(ef_search=e) for e in ef]
     return [Tuning()]
 
 
@@ -222,17 +224,18 @@ def index_file_mb(index: FaissClipIndex) -> float:
         return (Path(tmp) / "index.faiss").stat().st_size / 2**20
 
 
-MILVUS_HNSW = {"M": 32, "efConstruction": 40}
-"""FAISS's HNSW32 graph: 32 links per node, efConstruction 40 (FAISS's default)."""
 MILVUS_INSERT_BATCH = 10_000
 
 
-def build_milvus(server: LocalMilvus, base: np.ndarray) -> tuple[MilvusClipIndex, float, float]:
-    """A new HNSW collection holding `base`: inserted, flushed and indexed; (index, seconds, +MB)."""
+def build_milvus(
+    server: LocalMilvus, base: np.ndarray, ef_construction: int
+) -> tuple[MilvusClipIndex, float, float]:
+    """A new HNSW collection holding `base` (FAISS's HNSW32 graph: M 32, the same efConstruction):
+    inserted in batches, flushed and indexed; (index, seconds, +MB)."""
     n, dim = base.shape
     before = server.memory_mb()
     started = time.perf_counter()
-    spec = MilvusIndexSpec("HNSW", build_params=MILVUS_HNSW)
+    spec = MilvusIndexSpec("HNSW", build_params={"M": 32, "efConstruction": ef_construction})
     target = MilvusTarget(uri=server.uri, collection="bench", timeout_s=600.0)
     index = MilvusClipIndex.create(target, MilvusCollectionConfig(dim=dim, model=MODEL, index=spec))
     for start in range(0, n, MILVUS_INSERT_BATCH):
@@ -244,12 +247,13 @@ def build_milvus(server: LocalMilvus, base: np.ndarray) -> tuple[MilvusClipIndex
     return index, time.perf_counter() - started, server.memory_mb() - before
 
 
-def run_milvus(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, seconds: float) -> Result:
+def run_milvus(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace) -> Result:
+    seconds = args.seconds
     with tempfile.TemporaryDirectory(prefix="milvus-bench-") as data, LocalMilvus(Path(data)) as server:
-        index, build_s, rss_mb = build_milvus(server, base)
+        index, build_s, rss_mb = build_milvus(server, base, args.ef_construction)
         print(f"milvus HNSW: built in {build_s:.1f} s, server +{rss_mb:.0f} MB", flush=True)
         result = Result("milvus HNSW M32", round(build_s, 1), 0.0, round(rss_mb), 0)
-        for tuning in sweep("HNSW"):
+        for tuning in sweep("HNSW", args.ef):
             result.points.append(measure(index, queries, truth, tuning, seconds))
             print("   ", result.points[-1], flush=True)
         index.close()
@@ -270,8 +274,15 @@ def main() -> None:
     parser.add_argument(
         "--backend", choices=("faiss", "milvus"), default="faiss", help="milvus: FAISS beside a real Milvus"
     )
+    parser.add_argument(
+        "--ef-construction", type=int, default=40, help="HNSW build depth, FAISS and Milvus alike [40]"
+    )
+    parser.add_argument(
+        "--ef", type=int, action="append", help="HNSW efSearch values to measure (repeatable) [32..256]"
+    )
     parser.add_argument("--out", type=Path, help="JSON results [results/index.json, index_milvus.json]")
     args = parser.parse_args()
+    args.ef = args.ef or [32, 64, 128, 256]
     name = "index.json" if args.backend == "faiss" else "index_milvus.json"
     args.out = args.out or Path(__file__).parent / "results" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -300,19 +311,19 @@ def main() -> None:
 
     results: list[Result] = []
     for factory in factories:
-        index, build_s, train_s, rss_mb = build(base, factory)
+        index, build_s, train_s, rss_mb = build(base, factory, args.ef_construction)
         result = Result(
             factory, round(build_s, 1), round(train_s, 1), round(rss_mb), round(index_file_mb(index))
         )
         print(f"{factory}: built in {build_s:.1f} s (training {train_s:.1f} s), +{rss_mb:.0f} MB", flush=True)
-        for tuning in sweep(factory):
+        for tuning in sweep(factory, args.ef):
             result.points.append(measure(index, queries, truth, tuning, args.seconds))
             print("   ", result.points[-1], flush=True)
         index.close()
         del index
         results.append(result)
     if args.backend == "milvus":
-        results.append(run_milvus(base, queries, truth, args.seconds))
+        results.append(run_milvus(base, queries, truth, args))
 
     header = (
         f"{'index':<22}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
@@ -335,6 +346,7 @@ def main() -> None:
         "dim": args.dim,
         "queries": args.queries,
         "threads": faiss.omp_get_max_threads(),
+        "ef_construction": args.ef_construction,
         "faiss": faiss.__version__,
         "machine": platform.processor() or platform.machine(),
         "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],

@@ -133,7 +133,7 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     again = runner.invoke(app, build)
     assert again.exit_code == 1
     assert "exists already" in again.stderr
-    assert runner.invoke(app, [*build, "--replace"]).exit_code == 0
+    assert runner.invoke(app, [*build, "--replace", "--milvus-partitions", "4"]).exit_code == 0
 
     address = milvus_server.uri.replace("http://", "milvus://") + "/cli_built"
     shown = runner.invoke(app, ["index", "stats", address, "--json"])
@@ -145,6 +145,7 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
 
     with MilvusClipIndex.open(MilvusTarget.parse(address), expect_model="viclip-b16") as index:
         assert index.get(["c7"])["c7"].uri == "file:///v1.mp4"
+        assert len(index._client.list_partitions("cli_built")) == 4  # the video ids hash into 4
         index.drop()
 
     no_collection = runner.invoke(app, [*build[:4], "--backend", "milvus"])

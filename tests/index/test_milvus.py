@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +16,7 @@ from vidsearch.errors import (
     IndexFormatError,
     IndexMismatchError,
 )
-from vidsearch.index import SearchFilter, TimeRange, Tuning
+from vidsearch.index import ClipRecord, SearchFilter, TimeRange, Tuning
 from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusIndexSpec, MilvusTarget
 from vidsearch.index.milvus.expressions import filter_expression, string_literal
 
@@ -130,4 +133,71 @@ def test_hnsw_collection_finds_the_exact_neighbours(milvus_server: LocalMilvus) 
         )
         assert found / (10 * len(queries)) >= 0.9
         assert index.stats().index_type == "HNSW"
+        index.drop()
+
+
+def test_video_count_follows_upserts_and_deletes_without_scanning_again(
+    milvus_server: LocalMilvus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, vectors = make_records(30), clustered(30, 8, seed=31)  # videos v0, v1, v2 of 10 clips
+    with milvus_collection(milvus_server, 8) as index:
+        index.add(records, vectors)
+        assert index.stats().videos == 3
+        scans = 0
+        scan = index._scan_videos
+
+        def counted_scan() -> int:
+            nonlocal scans
+            scans += 1
+            return scan()
+
+        monkeypatch.setattr(index, "_scan_videos", counted_scan)
+        lone = ClipRecord("lone", "v9", "file:///v9.mp4", 0.0, 2.0, MODEL)
+        index.add([lone], vectors[:1])
+        assert index.videos() == 4
+        # the lone clip moves to a video that exists: v9 is left without clips
+        index.upsert([dataclasses.replace(lone, video_id="v0")], vectors[:1])
+        assert index.videos() == 3
+        index.delete_clips([f"c{i}" for i in range(10, 20)])  # every clip of v1
+        assert index.videos() == 2
+        index.delete_clips(["c0"])  # v0 keeps its other clips
+        assert index.videos() == 2
+        assert index.delete_videos(["v2", "nobody"]) == 10
+        assert index.videos() == 1
+        assert scans == 0, "the count was kept, not rescanned"
+        assert scan() == 1
+        # another process's write is noticed (the clip count changed) and counted afresh
+        with MilvusClipIndex.open(index.target) as other:
+            other.add(make_records(10, start=100), clustered(10, 8, seed=32))
+        deadline = time.monotonic() + 10  # another client's write reaches this one's reads within a tick
+        while len(index) != 29 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert index.videos() == 2
+        assert scans == 1
+        index.drop()
+
+
+def test_a_batch_is_one_search_call_and_agrees_with_single_queries(
+    milvus_server: LocalMilvus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records, vectors = make_records(200), clustered(200, 8, seed=41)
+    queries = clustered(64, 8, seed=42)
+    with milvus_collection(milvus_server, 8) as index:
+        index.add(records, vectors)
+        index.delete_clips(["c5", "c77"])
+        singles = [index.search_hits(q[None, :], 10, SearchFilter(), Tuning())[0] for q in queries]
+        calls: list[int] = []
+        search = index._client.search
+
+        def counted_search(*args: object, **kwargs: Any) -> Any:
+            calls.append(len(kwargs["data"]))
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(index._client, "search", counted_search)
+        batch = index.search_hits(queries, 10, SearchFilter(), Tuning())  # 640 hits: ids, then one lookup
+        assert calls == [64]
+        assert [[(h.clip, h.score) for h in row] for row in batch] == [
+            [(h.clip, pytest.approx(h.score, abs=1e-6)) for h in row] for row in singles
+        ]
+        assert not {"c5", "c77"} & {h.clip.clip_id for row in batch for h in row}
         index.drop()

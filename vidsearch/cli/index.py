@@ -37,6 +37,9 @@ def index_build(
     milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_SQ8, DISKANN, GPU_CAGRA, "
                                                    "FLAT.")] = "HNSW",
     replace: Annotated[bool, typer.Option(help="Drop an existing collection of that name first.")] = False,
+    milvus_partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions the video ids hash "
+                                                   "into: more make video filters cheaper and other "
+                                                   "searches dearer.")] = 1,
 ) -> None:
     """Build an index from the Parquet shards of `vidsearch embed`: a directory, or a Milvus collection."""
     from vidsearch.errors import VidsearchError
@@ -51,7 +54,8 @@ def index_build(
     try:
         if backend == "milvus":
             where = f"{milvus_uri} collection {collection}"
-            stats = _build_milvus(source, milvus_uri, collection, milvus_index, expect_model, replace)
+            stats = _build_milvus(source, milvus_uri, collection, milvus_index, expect_model, replace,
+                                  milvus_partitions)  # fmt: skip
         else:
             if out is None:
                 raise typer.BadParameter("faiss writes an index directory: give --out", param_hint="--out")
@@ -65,7 +69,7 @@ def index_build(
 
 
 def _build_milvus(source: Path, uri: str | None, collection: str | None, index_type: str,
-                  expect_model: str | None, replace: bool) -> "IndexStats":
+                  expect_model: str | None, replace: bool, partitions: int) -> "IndexStats":
     from vidsearch.index.milvus import MilvusIndexSpec, MilvusTarget
     from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
 
@@ -73,7 +77,8 @@ def _build_milvus(source: Path, uri: str | None, collection: str | None, index_t
         raise typer.BadParameter("the milvus backend needs --milvus-uri and --collection",
                                  param_hint="--backend")
     target = MilvusTarget(uri=uri, collection=collection, token=os.environ.get(ENV_MILVUS_TOKEN, ""))
-    options = MilvusBuildOptions(MilvusIndexSpec(index_type), expect_model=expect_model, replace=replace)
+    options = MilvusBuildOptions(MilvusIndexSpec(index_type), expect_model=expect_model, replace=replace,
+                                 partitions=partitions)  # fmt: skip
     return build_collection_from_parquet(source, target, options)
 
 

@@ -30,6 +30,7 @@ class MilvusBuildOptions:
     expect_model: str | None = None
     replace: bool = False
     shards: int = 1
+    partitions: int = 1
 
 
 def build_collection_from_parquet(
@@ -41,7 +42,9 @@ def build_collection_from_parquet(
     model = shards_model(shards, source, opts.expect_model)
     if opts.replace:
         MilvusClipIndex.remove(target)
-    config = MilvusCollectionConfig(shards.dim, model, shards.model_checksum, opts.index, opts.shards)
+    config = MilvusCollectionConfig(
+        shards.dim, model, shards.model_checksum, opts.index, opts.shards, opts.partitions
+    )
     started = time.perf_counter()
     with MilvusClipIndex.create(target, config) as index:
         log.info("building %s (%s) from %d shards, %d clips", target.address, opts.index.index_type,
