@@ -2,8 +2,9 @@
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,6 +14,8 @@ from vidsearch.runtime import RuntimeConfig
 from vidsearch.video import ClipSpec
 
 from .conftest import CLIP_LEN
+
+T = TypeVar("T")
 
 
 def job(input: Path | str, out: Path, repository: Path, **changes: Any) -> EmbedJob:
@@ -69,11 +72,13 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its entry waits to be reaped
 
 
-def wait_for(condition: object, seconds: float, what: str) -> None:
+def wait_for(condition: Callable[[], T], seconds: float, what: str) -> T:
+    """The first true value of `condition` (kept: asking again may already give another answer)."""
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
+    while not (value := condition()):
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+    return value
 
 
 def cmdline(pid: int) -> str:

@@ -72,8 +72,7 @@ def test_ray_decoding_without_progress_is_stopped_at_the_time_limit(
         return [p for p in descendants(os.getpid())
                 if "spawn_main" in cmdline(p) and has_open(p, "a-long.mp4")]
 
-    wait_for(on_the_long_video, 120, "no decoding process took up the long video")
-    (frozen,) = on_the_long_video()
+    (frozen,) = wait_for(on_the_long_video, 120, "no decoding process took up the long video")
     os.kill(frozen, signal.SIGSTOP)  # in shot detection, which sends nothing until it is done
     runner.join(timeout=200)
     assert not runner.is_alive(), "the watchdog did not fire"

@@ -84,8 +84,7 @@ def test_a_decoding_process_without_progress_is_stopped_at_the_time_limit(
         return [p for p in descendants(os.getpid())
                 if "spawn_main" in cmdline(p) and has_open(p, "a-long.mp4")]
 
-    wait_for(on_the_long_video, 60, "no decoding process took up the long video")
-    (worker,) = on_the_long_video()
+    (worker,) = wait_for(on_the_long_video, 60, "no decoding process took up the long video")
     time.sleep(0.3)  # its start event is on its way
     os.kill(worker, signal.SIGSTOP)
     runner.join(timeout=120)
@@ -137,8 +136,7 @@ def test_a_decoding_process_killed_mid_message_costs_only_its_video(repository: 
             return [p for p in descendants(process.pid)
                     if "spawn_main" in cmdline(p) and has_open(p, "a-long.mp4")]
 
-        wait_for(on_the_long_video, 90, "no decoding process took up the long video")
-        (worker,) = on_the_long_video()
+        (worker,) = wait_for(on_the_long_video, 90, "no decoding process took up the long video")
         time.sleep(1.5)  # into its clips: the pipe to the model is full, the process inside a send
         os.kill(worker, signal.SIGKILL)
         code = process.wait(timeout=180)
