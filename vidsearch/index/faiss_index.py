@@ -24,13 +24,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, IndexReadOnlyError
+from vidsearch.errors import ClipIndexError, IndexReadOnlyError, VidsearchError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
     ClipRecord,
     Hit,
     IndexStats,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -52,7 +53,7 @@ from vidsearch.index.faiss_state import (
 from vidsearch.index.filters import FilteredSearcher, Selection
 from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
-from vidsearch.index.paging import paginate
+from vidsearch.index.paging import paginate, paginate_batch
 from vidsearch.index.persistence import INDEX_FILE, METADATA_FILE, WriterLock, load_snapshot, save_snapshot
 from vidsearch.index.scratch import make_scratch
 
@@ -339,6 +340,11 @@ class FaissClipIndex:
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         return paginate(self._hits, queries, self.dim, options, page_tokens, self._key)
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        return paginate_batch(self._hits, queries, self.dim, requests, self._key)
 
     def _selection(self, search_filter: SearchFilter) -> Selection | None:
         allowed = None if search_filter.is_empty else self._s.store.filter_ids(search_filter)

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_NO_TAGS: frozenset[str] = frozenset()
 _RECORD_COLUMNS = "id, clip_id, video_id, uri, start_s, end_s, model, model_version, tags, attributes"
 
 
@@ -54,8 +55,10 @@ def _json_list(values: Iterable[str] | Iterable[int]) -> str:
 
 
 def _to_record(row: Sequence[Any]) -> tuple[int, ClipRecord]:
+    """A stored row as a record, built without re-validating it (`insert` took only valid records):
+    this runs for every hit of every search, and most rows have no tags and no attributes."""
     rowid, clip_id, video_id, uri, start_s, end_s, model, version, tags, attributes = row
-    record = ClipRecord(
+    record = ClipRecord.trusted(
         clip_id=clip_id,
         video_id=video_id,
         uri=uri,
@@ -63,8 +66,8 @@ def _to_record(row: Sequence[Any]) -> tuple[int, ClipRecord]:
         end_s=end_s,
         model=model,
         model_version=version,
-        tags=frozenset(json.loads(tags)),
-        attributes=json.loads(attributes),
+        tags=_NO_TAGS if tags == "[]" else frozenset(json.loads(tags)),
+        attributes={} if attributes == "{}" else json.loads(attributes),
     )
     return int(rowid), record
 

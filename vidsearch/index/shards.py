@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, DuplicateClipError, IndexMismatchError
+from vidsearch.errors import ClipIndexError, DuplicateClipError, IndexMismatchError, VidsearchError
 from vidsearch.index.base import (
     ClipIndex,
     ClipRecord,
     Hit,
     IndexStats,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -30,7 +31,7 @@ from vidsearch.index.base import (
 )
 from vidsearch.index.faiss_index import FaissClipIndex
 from vidsearch.index.faiss_state import OpenOptions
-from vidsearch.index.paging import paginate
+from vidsearch.index.paging import paginate, paginate_batch
 
 
 def shard_of(video_id: str, shards: int) -> int:
@@ -146,6 +147,11 @@ class ShardedClipIndex:
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         return paginate(self.search_hits, queries, self.dim, options, page_tokens, self._key)
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        return paginate_batch(self.search_hits, queries, self.dim, requests, self._key)
 
     # -- housekeeping ----------------------------------------------------------------------------
 
