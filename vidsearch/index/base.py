@@ -14,7 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vidsearch.errors import IndexMismatchError, InvalidClipError, InvalidQueryError, VidsearchError
+from vidsearch.errors import (
+    ConfigError,
+    IndexMismatchError,
+    InvalidClipError,
+    InvalidQueryError,
+    VidsearchError,
+)
 
 MAX_TOP_K = 10_000
 """Largest number of results one search may ask for (deeper result lists are not a search use case)."""
@@ -28,6 +34,14 @@ class GpuPolicy(StrEnum):
     AUTO = "auto"
     NEVER = "never"
     REQUIRE = "require"
+
+    @classmethod
+    def for_device(cls, device: str) -> GpuPolicy:
+        """The policy of the server's `[index] device` setting: cpu, gpu (required) or auto."""
+        try:
+            return {"cpu": cls.NEVER, "gpu": cls.REQUIRE, "auto": cls.AUTO}[device]
+        except KeyError:
+            raise ConfigError(f"index device {device!r}: use cpu, gpu or auto") from None
 
 
 def clip_id(video_id: str, number: int) -> str:
