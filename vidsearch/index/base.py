@@ -254,7 +254,7 @@ def normalise_rows(vectors: np.ndarray, dim: int, *, what: str) -> np.ndarray:
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] != dim:
         raise error(f"{what} vectors must have shape (n, {dim}), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
+    if array.dtype.kind != "f":
         raise error(f"{what} vectors must be floating point, got {array.dtype}")
     out = np.array(array, dtype=np.float32, order="C", copy=True)
     norms = np.sqrt(np.einsum("ij,ij->i", out, out))
