@@ -20,6 +20,7 @@ from vidsearch.index.factory import (
     new_index,
     place,
     plan_index,
+    runs_on_gpu,
     to_cpu,
 )
 
@@ -203,3 +204,16 @@ def test_index_on_a_real_gpu_matches_the_cpu_and_saves_in_cpu_form(tmp_path: Pat
     with FaissClipIndex.open(tmp_path / "index", OpenOptions(gpu=GpuPolicy.NEVER)) as reopened:
         assert reopened.stats().device == "cpu"
         assert len(reopened) == 2_000
+
+
+def test_an_index_created_for_a_gpu_gets_a_type_the_gpu_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With GPUs seen (faked), the default type is planned for them; real FAISS here keeps it on the CPU."""
+    huge = 200_000_000
+    assert not runs_on_gpu(GpuPolicy.AUTO)
+    monkeypatch.setattr("vidsearch.index.faiss_index.runs_on_gpu", lambda policy: policy is GpuPolicy.AUTO)
+    with FaissClipIndex.create(IndexConfig(dim=64, model=MODEL, expected_clips=huge)) as index:
+        assert index.factory == f"IVF{ivf_lists(huge)},PQ8"
+        assert index.stats().device == "cpu"
+    config = IndexConfig(dim=64, model=MODEL, expected_clips=huge, gpu=GpuPolicy.NEVER)
+    with FaissClipIndex.create(config) as cpu:
+        assert cpu.factory == f"IVF{ivf_lists(huge)},PQ16x4fs"

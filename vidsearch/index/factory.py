@@ -144,6 +144,11 @@ def gpu_count(faiss_module: Any = None) -> int:
     return int(api.get_num_gpus()) if hasattr(api, "StandardGpuResources") else 0
 
 
+def runs_on_gpu(policy: GpuPolicy) -> bool:
+    """Whether an index under this policy will be placed on a GPU: what its type is chosen for."""
+    return policy is not GpuPolicy.NEVER and gpu_count() > 0
+
+
 def _no_gpu_reason(api: Any) -> str:
     if not hasattr(api, "StandardGpuResources"):
         return (f"index device gpu: this FAISS ({api.__version__}) is a CPU-only build; install "

@@ -29,7 +29,6 @@ from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
     ClipRecord,
-    GpuPolicy,
     Hit,
     IndexStats,
     PageRequest,
@@ -42,7 +41,7 @@ from vidsearch.index.base import (
     normalise_rows,
 )
 from vidsearch.index.changelog import Change, ChangeLog, Replay
-from vidsearch.index.factory import Placement, gpu_count, new_index, place, plan_index, to_cpu
+from vidsearch.index.factory import Placement, new_index, place, plan_index, runs_on_gpu, to_cpu
 from vidsearch.index.faiss_state import (
     IndexConfig,
     IndexState,
@@ -93,8 +92,7 @@ class FaissClipIndex:
     @classmethod
     def create(cls, config: IndexConfig) -> FaissClipIndex:
         """A new, empty index; IVF and PQ types need `train` before the first `add`."""
-        on_gpu = config.gpu is not GpuPolicy.NEVER and gpu_count() > 0
-        plan = plan_index(config.expected_clips, config.dim, config.factory, gpu=on_gpu)
+        plan = plan_index(config.expected_clips, config.dim, config.factory, gpu=runs_on_gpu(config.gpu))
         index = new_index(config.dim, plan.factory)
         apply_params(index, plan.params)
         scratch = make_scratch()
