@@ -134,9 +134,11 @@ class ShardedClipIndex:
         The queries go to the shards as they are: each shard checks and normalises them at its entry.
         """
         check_top_k(k)
-        parts = list(
-            self._pool.map(lambda shard: shard.search_hits(queries, k, search_filter, tuning), self._shards)
-        )
+        first, *rest = self._shards
+        others = [self._pool.submit(shard.search_hits, queries, k, search_filter, tuning) for shard in rest]
+        # the first shard runs in the calling thread: one thread hand-over fewer per search
+        parts = [first.search_hits(queries, k, search_filter, tuning)]
+        parts += [future.result() for future in others]
         merged = []
         for row in range(len(parts[0])):
             candidates = (hit for part in parts for hit in part[row])
