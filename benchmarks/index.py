@@ -3,7 +3,16 @@
 Data: n unit vectors from a three-level Gaussian mixture shaped like clip embeddings (a mean direction
 shared by all, topics, videos of 20 clips); queries are fresh clips of videos not in the index.
 Recall@10 is measured against exact search. Every number goes through `FaissClipIndex` (SQLite
-metadata included); `faiss_qps_b1` is the bare FAISS search, for comparison.
+metadata included); `faiss_qps_b1` is FAISS behind vidsearch's filtered searcher, for comparison.
+
+The serving ratios compare the project with raw FAISS (`index.search` with the same parameters) on the
+same index: `search_qps_b1` is one query at a time through `ClipIndex.search` (pages, as the service
+answers), `batch_qps_b32` batches of 32 through `ClipIndex.search_batch` (what the Search batcher
+calls), `ratio_b1` and `ratio_b32` divide them by raw FAISS at batch 1 and 32. `overhead_us_b1` is the
+CPU time per single query spent outside the FAISS call (thread time, so other load hardly moves it).
+
+    python benchmarks/index.py --n 200000 --factory HNSW32,Flat --seconds 3   # the ratios, a few minutes
+    python benchmarks/index.py --device gpu    # on a GPU machine: the index placed with index_cpu_to_gpu
 
     python benchmarks/index.py                 # 1M x 512, several minutes on 2 cores
     python benchmarks/index.py --n 100000      # quick run
@@ -33,9 +42,18 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, IndexConfig, SearchFilter, Tuning
+from vidsearch.index import (
+    ClipRecord,
+    FaissClipIndex,
+    GpuPolicy,
+    IndexConfig,
+    PageRequest,
+    SearchFilter,
+    SearchOptions,
+    Tuning,
+)
 from vidsearch.index.factory import choose_factory, plan_index
-from vidsearch.index.filters import FilteredSearcher
+from vidsearch.index.filters import BLAS_MIN_QUERIES, FilteredSearcher, omp_threads, search_parameters
 from vidsearch.index.milvus import (
     LocalMilvus,
     MilvusClipIndex,
@@ -59,6 +77,19 @@ class Point:
     qps_b1_2threads: float
     qps_b64: float
     faiss_qps_b1: float
+    search_qps_b1: float = 0.0
+    raw_qps_b1: float = 0.0
+    batch_qps_b32: float = 0.0
+    raw_qps_b32: float = 0.0
+    overhead_us_b1: float = 0.0
+
+    @property
+    def ratio_b1(self) -> float:
+        return self.search_qps_b1 / self.raw_qps_b1 if self.raw_qps_b1 else 0.0
+
+    @property
+    def ratio_b32(self) -> float:
+        return self.batch_qps_b32 / self.raw_qps_b32 if self.raw_qps_b32 else 0.0
 
 
 @dataclass
@@ -127,12 +158,15 @@ def records(start: int, stop: int) -> list[ClipRecord]:
     ]
 
 
-def build(base: np.ndarray, factory: str, ef_construction: int) -> tuple[FaissClipIndex, float, float, float]:
+def build(
+    base: np.ndarray, factory: str, ef_construction: int, gpu: GpuPolicy = GpuPolicy.NEVER
+) -> tuple[FaissClipIndex, float, float, float]:
     n, dim = base.shape
     before = rss_anon_mb()
     started = time.perf_counter()
-    index = FaissClipIndex.create(IndexConfig(dim=dim, model=MODEL, factory=factory, gpu=GpuPolicy.NEVER))
-    inner = faiss.downcast_index(faiss.downcast_index(index.faiss_index).index)
+    index = FaissClipIndex.create(IndexConfig(dim=dim, model=MODEL, factory=factory, gpu=gpu))
+    outer = faiss.downcast_index(index.faiss_index)  # an IDMap (on the CPU) around the real index
+    inner = faiss.downcast_index(outer.index) if hasattr(outer, "index") else outer
     if isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efConstruction = ef_construction
     train_s = 0.0
@@ -189,6 +223,7 @@ def measure(
         searcher.search(queries[offset : offset + 1], K, None, tuning)
 
     qps_b1 = rate(one, nq, 1, seconds)
+    serving = serving_ratios(index, queries, tuning, seconds) if isinstance(index, FaissClipIndex) else {}
     per_thread: list[float] = []
     workers = [
         threading.Thread(target=lambda: per_thread.append(rate(one, nq, 1, seconds))) for _ in range(2)
@@ -207,7 +242,48 @@ def measure(
         qps_b1_2threads=round(sum(per_thread)),
         qps_b64=round(rate(sixty_four, nq, 64, seconds)),
         faiss_qps_b1=round(rate(bare, nq, 1, seconds)) if searcher is not None else 0,
+        **serving,
     )
+
+
+def serving_ratios(
+    index: FaissClipIndex, queries: np.ndarray, tuning: Tuning, seconds: float
+) -> dict[str, float]:
+    """The project's search (pages) against raw FAISS with the same parameters, at batch 1 and 32."""
+    raw = index.faiss_index
+    wrapped = search_parameters(raw, None, tuning)
+    params = {} if wrapped is None else {"params": wrapped.params}
+    options = SearchOptions(top_k=K, tuning=tuning)
+    nq = queries.shape[0]
+    faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_QUERIES * queries.shape[1]
+
+    def raw_search(offset: int, batch: int) -> None:
+        raw.search(queries[offset : offset + batch], K, **params)
+
+    def project(offset: int, batch: int) -> None:
+        index.search_batch(queries[offset : offset + batch], [PageRequest(options)] * batch)
+
+    with omp_threads(1):
+        cpu_raw = cpu_us_per_query(lambda i: raw_search(i, 1), nq)
+        cpu_project = cpu_us_per_query(lambda i: project(i, 1), nq)
+        return {
+            "search_qps_b1": round(rate(lambda i: project(i, 1), nq, 1, seconds)),
+            "raw_qps_b1": round(rate(lambda i: raw_search(i, 1), nq, 1, seconds)),
+            "batch_qps_b32": round(rate(lambda i: project(i, 32), nq, 32, seconds)),
+            "raw_qps_b32": round(rate(lambda i: raw_search(i, 32), nq, 32, seconds)),
+            "overhead_us_b1": round(cpu_project - cpu_raw, 1),
+        }
+
+
+def cpu_us_per_query(run_one: Callable[[int], object], total: int, repeats: int = 5) -> float:
+    """CPU time (this thread's) per call of run_one over all offsets: the least of a few passes."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.thread_time_ns()
+        for offset in range(total):
+            run_one(offset)
+        best = min(best, (time.thread_time_ns() - started) / total / 1000)
+    return best
 
 
 def sweep(factory: str, ef: list[int]) -> list[Tuning]:
@@ -281,12 +357,14 @@ def main() -> None:
         "--ef", type=int, action="append", help="HNSW efSearch values to measure (repeatable) [32..256]"
     )
     parser.add_argument("--out", type=Path, help="JSON results [results/index.json, index_milvus.json]")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: FAISS on the GPU")
     args = parser.parse_args()
     args.ef = args.ef or [32, 64, 128, 256]
     name = "index.json" if args.backend == "faiss" else "index_milvus.json"
     args.out = args.out or Path(__file__).parent / "results" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    auto = choose_factory(args.n, args.dim)
+    gpu = GpuPolicy.for_device(args.device)
+    auto = choose_factory(args.n, args.dim, gpu=args.device == "gpu")
     nlist = plan_index(args.n, args.dim, auto).params.get("nlist", 1024)
     defaults = [
         auto,
@@ -311,7 +389,7 @@ def main() -> None:
 
     results: list[Result] = []
     for factory in factories:
-        index, build_s, train_s, rss_mb = build(base, factory, args.ef_construction)
+        index, build_s, train_s, rss_mb = build(base, factory, args.ef_construction, gpu)
         result = Result(
             factory, round(build_s, 1), round(train_s, 1), round(rss_mb), round(index_file_mb(index))
         )
@@ -328,6 +406,7 @@ def main() -> None:
     header = (
         f"{'index':<22}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
         f"{'faiss b1':>10}{'build s':>9}{'mem MB':>8}{'file MB':>9}"
+        f"{'search b1':>10}{'raw b1':>8}{'ratio':>6}{'batch b32':>10}{'raw b32':>8}{'ratio':>6}{'+us b1':>7}"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
@@ -340,6 +419,9 @@ def main() -> None:
                 f"{res.factory:<22}{point.setting:<14}{point.recall_at_10:>10.4f}{point.qps_b1:>9.0f}"
                 f"{point.qps_b1_2threads:>10.0f}{point.qps_b64:>9.0f}{point.faiss_qps_b1:>10.0f}"
                 f"{res.build_s:>9.1f}{res.rss_delta_mb:>8.0f}{res.index_file_mb:>9.0f}"
+                f"{point.search_qps_b1:>10.0f}{point.raw_qps_b1:>8.0f}{point.ratio_b1:>6.2f}"
+                f"{point.batch_qps_b32:>10.0f}{point.raw_qps_b32:>8.0f}{point.ratio_b32:>6.2f}"
+                f"{point.overhead_us_b1:>7.0f}"
             )
     payload = {
         "n": args.n,
@@ -350,7 +432,12 @@ def main() -> None:
         "faiss": faiss.__version__,
         "machine": platform.processor() or platform.machine(),
         "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
-        "results": [asdict(r) for r in results],
+        "device": args.device,
+        "results": [
+            {**asdict(r), "points": [{**asdict(p), "ratio_b1": p.ratio_b1, "ratio_b32": p.ratio_b32}
+                                     for p in r.points]}
+            for r in results
+        ],
     }
     payload["backend"] = args.backend
     args.out.write_text(json.dumps(payload, indent=2) + "\n")

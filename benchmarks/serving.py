@@ -27,6 +27,14 @@ RPC plus its share of a best-size text batch and nothing else (client and server
 
     .venv/bin/python benchmarks/serving.py --n 100000        # a few minutes on 2 cores
     .venv/bin/python benchmarks/serving.py                   # 1M clips per index (slow: two builds)
+    python benchmarks/serving.py --device gpu --towers b16-text --n 10000000 --runtime KIND
+
+GPU mode (`--device gpu`): the index is served on the GPU (`index_device = "gpu"`: FAISS moved with
+index_cpu_to_gpu, the server refuses to start without GPU FAISS), the index probes search the same
+index placed on the GPU, the index's batched peak (`ClipIndex.search_batch` q/s at its best batch of
+1 … 256) is measured beside the text tower's, and Search at concurrency 32 is reported as a fraction of
+min(text tower batched peak, index batched peak) (issue 15 target ≥ 0.8). `--runtime KIND` serves and
+probes the text tower with that runtime kind (a GPU runtime), through `Runtime.embed_text_batch`.
 
 Prints a table and writes benchmarks/results/serving.json.
 """
@@ -52,8 +60,16 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vidsearch.formats.model_repository import EMBEDDING_NORMALIZED, TOKENS
-from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, OpenOptions, SearchOptions
-from vidsearch.runtime import RuntimeConfig, read_repository
+from vidsearch.index import (
+    ClipRecord,
+    FaissClipIndex,
+    GpuPolicy,
+    IndexConfig,
+    OpenOptions,
+    PageRequest,
+    SearchOptions,
+)
+from vidsearch.runtime import RuntimeConfig, open_runtime, read_repository
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2 as pb
 from vidsearch.serving.proto.vidsearch.v1 import search_pb2_grpc as pb_grpc
 
@@ -99,7 +115,17 @@ class Result:
     served_search_p50_ms: float = 0.0
     outside_handler_p50_ms: float = 0.0  # Search latency at the client − the handler's total
     rpc_ceiling_per_s: float = 0.0
+    device: str = "cpu"
+    index_best_per_s: float = 0.0  # ClipIndex.search_batch at its best batch size (GPU mode)
+    index_best_batch: int = 0
     loads: list[Load] = field(default_factory=list)
+
+    @property
+    def c32_min_fraction(self) -> float:
+        """Search at concurrency 32 over min(text tower batched peak, index batched peak)."""
+        if not self.index_best_per_s:
+            return 0.0
+        return self.loads[-1].requests_per_s / min(self.text_best_per_s, self.index_best_per_s)
 
     @property
     def overhead_ms(self) -> float:
@@ -153,12 +179,13 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return out
 
 
-def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
+def build_index(repository: Path, n: int, out: Path, gpu: GpuPolicy = GpuPolicy.NEVER) -> tuple[Path, str]:
     models = read_repository(RuntimeConfig(model_repository=repository)).facts(RuntimeConfig())
     nlist = round(4 * math.sqrt(n))
     factory = f"IVF{nlist},SQfp16"
     vectors = clustered(n, models.dim, seed=1)
-    index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, factory))
+    index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, factory,
+                                              gpu=gpu))  # a GPU adds the vectors; saved in CPU form
     sample = vectors[np.random.default_rng(2).choice(n, size=min(n, max(65_536, 50 * nlist)), replace=False)]
     index.train(sample)
     for start in range(0, n, ADD_BATCH):
@@ -174,13 +201,14 @@ def build_index(repository: Path, n: int, out: Path) -> tuple[Path, str]:
 
 
 def start_server(repository: Path, index: Path, workdir: Path, max_batch: int,
-                 threads: int, settings: str = "port = 0\n") -> tuple[subprocess.Popen[bytes], str]:
+                 threads: int, settings: str = "port = 0\n", runtime: str = ""
+                 ) -> tuple[subprocess.Popen[bytes], str]:
     """`vidsearch serve` in its own process; its address, read from its JSON log. `settings`: more
-    top-level lines of its configuration file."""
+    top-level lines of its configuration file; `runtime`: more lines of its [runtime] section."""
     config = workdir / f"server-{repository.name}.toml"
     config.write_text(f'{settings}metrics_port = 0\nindex = "{index}"\nlog_level = "INFO"\n'
                       f'[runtime]\nmodel_repository = "{repository}"\nmax_batch = {max_batch}\n'
-                      f"threads = {threads}\n"
+                      f"threads = {threads}\n{runtime}"
                       "[limits]\nmax_concurrent_rpcs = 64\n")
     log = workdir / f"server-{repository.name}.log"
     with log.open("wb") as sink:
@@ -205,7 +233,8 @@ class Probes:
     `search`: one blocking gRPC Search call.
     """
 
-    def __init__(self, repository: Path, index_dir: Path, threads: int) -> None:
+    def __init__(self, repository: Path, index_dir: Path, threads: int, device: str = "cpu",
+                 runtime_kind: str | None = None) -> None:
         from vidsearch.models.tokenizer import Tokenizer
         from vidsearch.runtime.embedded import EmbeddedBackend
 
@@ -213,9 +242,12 @@ class Probes:
         assert models.text is not None
         self.text_model = models.text
         self.backend = EmbeddedBackend(models, threads)
+        self.runtime = None if runtime_kind is None else open_runtime(RuntimeConfig.model_validate(
+            {"model_repository": repository, "kind": runtime_kind}))
         self.tokenizer = Tokenizer()
         self.output = [EMBEDDING_NORMALIZED]
-        self.index = FaissClipIndex.open(index_dir, OpenOptions(read_only=True))  # the server writes
+        options = OpenOptions(read_only=True, gpu=GpuPolicy.for_device(device))  # the server writes
+        self.index = FaissClipIndex.open(index_dir, options)
         self.channel: grpc.Channel | None = None
 
     def connect(self, address: str) -> None:
@@ -223,6 +255,8 @@ class Probes:
         self.stub = pb_grpc.SearchServiceStub(self.channel)
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if self.runtime is not None:
+            return self.runtime.embed_text_batch(texts)
         tokens = {TOKENS: self.tokenizer(texts)}
         return self.backend.infer(self.text_model, tokens, self.output, None)[self.output[0]]
 
@@ -248,11 +282,27 @@ class Probes:
             per_s[batch] = runs * batch / (time.perf_counter() - started)
         return per_s
 
+    def index_batched(self, seconds: float = 1.5) -> dict[int, float]:
+        """`ClipIndex.search_batch` queries/s by batch size (top 10, pages as the service gets them)."""
+        vectors = self.embed(queries(256, seed=9))
+        per_s = {}
+        for batch in (1, 8, 32, 64, 256):
+            requests = [PageRequest(SearchOptions(top_k=10))] * batch
+            self.index.search_batch(vectors[:batch], requests)
+            runs, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                self.index.search_batch(vectors[:batch], requests)
+                runs += 1
+            per_s[batch] = runs * batch / (time.perf_counter() - started)
+        return per_s
+
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
         self.index.close()
         self.backend.close()
+        if self.runtime is not None:
+            self.runtime.close()
 
 
 def interleaved(probes: Probes, rounds: int, per_round: int) -> dict[str, list[float]]:
@@ -339,19 +389,22 @@ def rpc_ceiling(address: str, concurrency: int = 32, requests: int = 4000) -> fl
     return requests / elapsed
 
 
-def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_batch: int | None) -> Result:
+def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_batch: int | None,
+        device: str = "cpu", runtime_kind: str | None = None) -> Result:
     print(f"[{tower}] export …", flush=True)
     repository = export(tower, workdir)
     print(f"[{tower}] index of {n:,} clips …", flush=True)
     started = time.monotonic()
-    index_dir, factory = build_index(repository, n, workdir)
+    index_dir, factory = build_index(repository, n, workdir, GpuPolicy.for_device(device))
     print(f"[{tower}] built {factory} in {time.monotonic() - started:.0f} s; measuring …", flush=True)
-    probes = Probes(repository, index_dir, threads)
+    probes = Probes(repository, index_dir, threads, device, runtime_kind)
     before = probes.batched()
     best = server_batch or max(before, key=lambda b: before[b])
     # the server batches up to the size the text tower runs fastest at (the `max_batch` knob), unless
     # pinned: on a loaded machine the fastest size varies between runs, and with it Search's throughput
-    process, address = start_server(repository, index_dir, workdir, best, threads)
+    process, address = start_server(repository, index_dir, workdir, best, threads,
+                                    f'port = 0\nindex_device = "{device}"\n',
+                                    f'kind = "{runtime_kind}"\n' if runtime_kind else "")
     try:
         probes.connect(address)
         load(address, 4, 100, seed=8)  # warm-up
@@ -371,6 +424,11 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_b
         result.text_per_s_by_batch = {b: (before[b] + after[b]) / 2 for b in before}
         result.text_best_batch = max(result.text_per_s_by_batch, key=lambda b: result.text_per_s_by_batch[b])
         result.text_best_per_s = result.text_per_s_by_batch[result.text_best_batch]
+        result.device = device
+        if device == "gpu":
+            by_batch = probes.index_batched()
+            result.index_best_batch = max(by_batch, key=lambda b: by_batch[b])
+            result.index_best_per_s = by_batch[result.index_best_batch]
     finally:
         probes.close()
         process.terminate()
@@ -399,6 +457,12 @@ def report(results: list[Result]) -> None:
         print(f"{'':10} gRPC ceiling here (empty RPC, concurrency 32): {r.rpc_ceiling_per_s:.0f}/s; combined "
               f"bound 1/(1/ceiling + 1/text best) = {r.bound_per_s:.0f}/s; concurrency 32 = "
               f"{100 * r.c32_bound_fraction:.0f} % of it")
+        if r.index_best_per_s:
+            verdict = "met" if r.c32_min_fraction >= 0.8 else "missed"
+            print(f"{'':10} {r.device}: index batched peak {r.index_best_per_s:.0f}/s "
+                  f"(b{r.index_best_batch}); "
+                  f"concurrency 32 = {r.c32_min_fraction:.2f} of min(text peak, index peak) (target ≥ 0.8: "
+                  f"{verdict})")
 
 
 def main() -> None:
@@ -410,18 +474,23 @@ def main() -> None:
     parser.add_argument("--server-batch", type=int, default=None,
                         help="the server's max_batch (default: the fastest text batch size, measured)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the index is served")
+    parser.add_argument("--runtime", default=None, help="runtime kind of the server and the text probes "
+                        "(default: the embedded ONNX Runtime)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         for tower in args.towers.split(","):
-            results.append(run(tower, args.n, args.requests, Path(tmp), args.threads, args.server_batch))
+            results.append(run(tower, args.n, args.requests, Path(tmp), args.threads, args.server_batch,
+                               args.device, args.runtime))
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
                     "threads": args.threads},
         "results": [{**asdict(r), "overhead_ms": r.overhead_ms, "c32_fraction": r.c32_fraction,
-                     "bound_per_s": r.bound_per_s, "c32_bound_fraction": r.c32_bound_fraction}
+                     "bound_per_s": r.bound_per_s, "c32_bound_fraction": r.c32_bound_fraction,
+                     "c32_min_fraction": r.c32_min_fraction}
                     for r in results],
     }
     args.out.write_text(json.dumps(payload, indent=2))

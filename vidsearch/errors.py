@@ -25,6 +25,11 @@ class ConfigError(VidsearchError, ValueError):
     """A configuration or preset is unknown or inconsistent."""
 
 
+class IndexDeviceError(ConfigError):
+    """The index must run on a GPU (index device `gpu`) and cannot: no GPU FAISS, no GPU, or a type
+    without a GPU version. The message says which."""
+
+
 class ModelFormatError(ConfigError):
     """A model repository's `vidsearch.json` is unreadable, of another format, or lacks a field."""
 

@@ -9,11 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidsearch.errors import DuplicateClipError, IndexMismatchError, InvalidClipError, InvalidQueryError
+from vidsearch.errors import (
+    DuplicateClipError,
+    IndexMismatchError,
+    InvalidClipError,
+    InvalidPageTokenError,
+    InvalidQueryError,
+)
 from vidsearch.index import (
     MAX_TOP_K,
     ClipIndex,
     ClipRecord,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     Tuning,
@@ -171,3 +178,28 @@ def test_batch_validation(make_index: BuildFn) -> None:
     with pytest.raises(InvalidClipError, match="start_s"):
         ClipRecord("c", "v", "u", 3.0, 2.0, "m")
     assert len(index) == 1
+
+
+def test_batch_search_gives_each_query_its_own_page(index: ClipIndex, data: Data) -> None:
+    """One `search_batch` over queries with different options (sizes, grouping, filters) gives each the
+    page that `search` gives it alone, and a bad page token fails its own query only."""
+    queries = data[2][:5]
+    options = [
+        SearchOptions(top_k=7),
+        SearchOptions(top_k=20, page_size=4),
+        SearchOptions(top_k=15, group_by_video=True, page_size=2),
+        SearchOptions(top_k=9, filter=FILTERS["tags"][0]),
+        SearchOptions(top_k=30, page_size=5),
+    ]
+    alone = [index.search(queries[i : i + 1], options[i])[0] for i in range(5)]
+    second = index.search(queries[4:5], options[4], [alone[4].next_page_token])[0]
+    requests = [PageRequest(o) for o in options[:4]] + [PageRequest(options[4], alone[4].next_page_token)]
+    batched = index.search_batch(queries, requests)
+    assert batched[:4] == alone[:4]
+    assert batched[4] == second
+    assert second.hits != alone[4].hits
+    mixed = index.search_batch(queries[:2], [PageRequest(options[0], "not-a-token"), PageRequest(options[1])])
+    assert isinstance(mixed[0], InvalidPageTokenError)
+    assert mixed[1] == alone[1]
+    with pytest.raises(InvalidQueryError, match="2 requests for 5 queries"):
+        index.search_batch(queries, requests[:2])

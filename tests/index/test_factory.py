@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faiss
 import pytest
 
-from vidsearch.errors import ConfigError
-from vidsearch.index import GpuPolicy
+from vidsearch.errors import ConfigError, IndexDeviceError
+from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, OpenOptions, SearchFilter, Tuning
 from vidsearch.index.factory import (
     FLAT_MAX_VECTORS,
     MEMORY_BUDGET_BYTES,
     choose_factory,
+    gpu_count,
     ivf_lists,
     new_index,
     place,
     plan_index,
+    runs_on_gpu,
     to_cpu,
 )
+
+from .helpers import MODEL, build, clustered, make_records
 
 
 def test_factory_by_size_within_the_memory_budget() -> None:
@@ -152,3 +157,63 @@ def test_types_without_gpu_version_stay_on_cpu(caplog: pytest.LogCaptureFixture)
 def test_real_faiss_here_has_no_gpu() -> None:
     index = new_index(8, "Flat")
     assert place(index, GpuPolicy.AUTO).device == "cpu"
+
+
+def test_gpu_choice_keeps_to_types_the_gpu_serves() -> None:
+    """No 4-bit fast-scan PQ (no GPU version) in a plan for the GPU; the same plan as the CPU's otherwise."""
+    huge = 200_000_000
+    assert choose_factory(huge, 512).endswith("x4fs")
+    assert choose_factory(huge, 512, gpu=True) == f"IVF{ivf_lists(huge)},PQ64"
+    for n in (1_000, 1_000_000, 8_000_000):
+        assert choose_factory(n, 512, gpu=True) == choose_factory(n, 512)
+    assert plan_index(huge, 512, gpu=True).factory == f"IVF{ivf_lists(huge)},PQ64"
+
+
+def test_device_setting_maps_to_a_policy() -> None:
+    assert [GpuPolicy.for_device(d) for d in ("cpu", "gpu", "auto")] == [
+        GpuPolicy.NEVER, GpuPolicy.REQUIRE, GpuPolicy.AUTO]
+    with pytest.raises(ConfigError, match="'tpu'"):
+        GpuPolicy.for_device("tpu")
+
+
+def test_device_gpu_without_gpu_faiss_is_a_typed_error() -> None:
+    """faiss-cpu (this machine's) has no GPU API: a required GPU says to install GPU FAISS."""
+    with pytest.raises(IndexDeviceError, match=r"CPU-only build.*faiss-gpu-cuvs"):
+        place(new_index(8, "Flat"), GpuPolicy.REQUIRE)
+    with pytest.raises(IndexDeviceError, match="sees no GPU"):
+        place("cpu-index", GpuPolicy.REQUIRE, FakeGpuFaiss(gpus=0))
+    assert gpu_count() == 0
+    assert gpu_count(FakeGpuFaiss(gpus=2)) == 2
+
+
+@pytest.mark.gpu
+def test_index_on_a_real_gpu_matches_the_cpu_and_saves_in_cpu_form(tmp_path: Path) -> None:
+    """On a GPU machine: the served top-10 equals the CPU's, and the snapshot reopens on the CPU."""
+    if gpu_count() == 0:
+        pytest.skip("FAISS sees no GPU")
+    records, vectors = make_records(2_000), clustered(2_000, 64, seed=2)
+    cpu = build(records, vectors)
+    gpu = FaissClipIndex.create(IndexConfig(dim=64, model=MODEL, factory="Flat", gpu=GpuPolicy.REQUIRE))
+    gpu.add(records, vectors)
+    assert gpu.stats().device.startswith("cuda")
+    queries = vectors[:16]
+    assert [[h.clip.clip_id for h in row] for row in gpu.search_hits(queries, 10, SearchFilter(), Tuning())] \
+        == [[h.clip.clip_id for h in row] for row in cpu.search_hits(queries, 10, SearchFilter(), Tuning())]
+    gpu.save(tmp_path / "index")
+    gpu.close()
+    with FaissClipIndex.open(tmp_path / "index", OpenOptions(gpu=GpuPolicy.NEVER)) as reopened:
+        assert reopened.stats().device == "cpu"
+        assert len(reopened) == 2_000
+
+
+def test_an_index_created_for_a_gpu_gets_a_type_the_gpu_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With GPUs seen (faked), the default type is planned for them; real FAISS here keeps it on the CPU."""
+    huge = 200_000_000
+    assert not runs_on_gpu(GpuPolicy.AUTO)
+    monkeypatch.setattr("vidsearch.index.faiss_index.runs_on_gpu", lambda policy: policy is GpuPolicy.AUTO)
+    with FaissClipIndex.create(IndexConfig(dim=64, model=MODEL, expected_clips=huge)) as index:
+        assert index.factory == f"IVF{ivf_lists(huge)},PQ8"
+        assert index.stats().device == "cpu"
+    config = IndexConfig(dim=64, model=MODEL, expected_clips=huge, gpu=GpuPolicy.NEVER)
+    with FaissClipIndex.create(config) as cpu:
+        assert cpu.factory == f"IVF{ivf_lists(huge)},PQ16x4fs"

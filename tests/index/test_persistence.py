@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidsearch.errors import IndexFormatError, IndexMismatchError, IndexReadOnlyError
+from vidsearch.errors import IndexDeviceError, IndexFormatError, IndexMismatchError, IndexReadOnlyError
 from vidsearch.formats.checksum import sha256_file
 from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, OpenOptions, SearchFilter, Tuning
 from vidsearch.index.persistence import (
@@ -174,6 +174,25 @@ def test_mmap_is_chosen_by_size_for_readers(
     monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1 << 40)
     with FaissClipIndex.open(tmp_path, OpenOptions(read_only=True)):
         assert "(memory-mapped)" not in caplog.text
+
+
+def test_an_index_bound_for_a_gpu_is_never_memory_mapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapped index would stay on the CPU: device gpu reads it into memory (and here, with CPU-only
+    FAISS, says so), and refuses an explicit mmap; GPUs seen under auto read it too."""
+    import vidsearch.index.faiss_state as faiss_state
+
+    build(make_records(10), clustered(10, 8, seed=9)).save(tmp_path)
+    monkeypatch.setattr(faiss_state, "MMAP_MIN_BYTES", 1)
+    with pytest.raises(IndexDeviceError, match="CPU-only build"):
+        FaissClipIndex.open(tmp_path, OpenOptions(gpu=GpuPolicy.REQUIRE))
+    assert not (tmp_path / WORK_DIR).exists(), "the refused open left no working copy behind"
+    with pytest.raises(IndexDeviceError, match="memory-mapped index stays on the CPU"):
+        FaissClipIndex.open(tmp_path, OpenOptions(gpu=GpuPolicy.REQUIRE, mmap=True))
+    monkeypatch.setattr(faiss_state, "runs_on_gpu", lambda policy: policy is GpuPolicy.AUTO)
+    with FaissClipIndex.open(tmp_path, OpenOptions(gpu=GpuPolicy.AUTO)) as index:
+        assert not index.stats().read_only, "read into memory, for the GPU"
 
 
 def test_the_writers_scratch_copy_lives_in_the_index_and_goes_with_it(tmp_path: Path) -> None:

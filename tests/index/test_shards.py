@@ -13,8 +13,10 @@ from vidsearch.index import (
     FaissClipIndex,
     GpuPolicy,
     IndexConfig,
+    PageRequest,
     SearchFilter,
     SearchOptions,
+    SearchPage,
     TimeRange,
     Tuning,
 )
@@ -118,3 +120,24 @@ def test_open_directories_as_shards(tmp_path: Path) -> None:
     second = reopened.search(query, options, [token])[0]
     assert len(second.hits) == 5, "page tokens survive reopening the same shards"
     reopened.close()
+
+
+def test_batch_search_over_shards_equals_the_single_index(
+    pair: tuple[ShardedClipIndex, FaissClipIndex],
+) -> None:
+    """Queries with their own options in one batch: each gets the single index's hits, page by page."""
+    sharded, single = pair
+    queries = clustered(3, DIM, seed=4)
+    red = SearchFilter(tags=frozenset({"red"}))
+    options = [SearchOptions(top_k=12, page_size=5), SearchOptions(top_k=6, filter=red),
+               SearchOptions(top_k=20, group_by_video=True, page_size=3)]
+    pages = sharded.search_batch(queries, [PageRequest(o) for o in options])
+    for row, (page, option) in enumerate(zip(pages, options, strict=True)):
+        alone = single.search(queries[row : row + 1], option)[0]
+        assert isinstance(page, SearchPage)
+        assert [h.clip.clip_id for h in page.hits] == [h.clip.clip_id for h in alone.hits]
+        assert [g.video_id for g in page.groups] == [g.video_id for g in alone.groups]
+    follow = sharded.search_batch(queries[:1], [PageRequest(options[0], pages[0].next_page_token)])[0]
+    assert isinstance(follow, SearchPage)
+    expected = single.search_hits(queries[:1], 10, SearchFilter(), Tuning())[0][5:10]
+    assert [h.clip.clip_id for h in follow.hits] == [h.clip.clip_id for h in expected]

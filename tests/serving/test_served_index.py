@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vidsearch.client import SearchClient
-from vidsearch.errors import IndexLockedError
+from vidsearch.errors import IndexDeviceError, IndexLockedError
 from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchFilter, Tuning
 from vidsearch.index.persistence import INDEX_FILE, current_snapshot
 from vidsearch.index.shards import shard_of
@@ -108,3 +108,15 @@ def test_a_large_index_is_checked_in_the_background_and_its_log_replayed(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"{INDEX_FILE}: damaged" in str(refused.value.details())
         assert client.health() == "NOT_SERVING"
+
+
+def test_index_device_gpu_without_gpu_faiss_refuses_to_start(repository: Repository, media: Media,
+                                                              tmp_path: Path) -> None:
+    """`index_device = "gpu"` on this machine's CPU-only FAISS: the server says why and does not start;
+    `cpu` serves the same index, whose stats say where it runs."""
+    with pytest.raises(IndexDeviceError, match="CPU-only build"):
+        SearchServer(settings_for(repository, media, tmp_path / "index", index_device="gpu")).start()
+    settings = settings_for(repository, media, tmp_path / "index", index_device="cpu")
+    with SearchServer(settings) as server, SearchClient(server.address) as client:
+        assert client.health() == "SERVING"
+        assert client.index_stats().device == "cpu"

@@ -107,3 +107,24 @@ def test_paths_outside_the_roots_are_refused(roots: tuple[AllowedRoots, Path, Pa
 def test_without_roots_path_inputs_are_off(tmp_path: Path) -> None:
     with pytest.raises(PathNotAllowedError, match="path inputs are disabled"):
         AllowedRoots([]).check(str(tmp_path))
+
+
+def test_index_section_gives_location_and_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[index]` with `location` and `device`; a flag's location keeps the file's device, and the
+    environment's device beats the file's."""
+    config = tmp_path / "server.toml"
+    config.write_text('[index]\nlocation = "clips"\ndevice = "gpu"\n')
+    settings = load_settings(config)
+    assert (settings.index, settings.index_device) == (Path("clips"), "gpu")
+    moved = load_settings(config, index={"location": "other"})
+    assert (moved.index, moved.index_device) == (Path("other"), "gpu")
+    monkeypatch.setenv("VIDSEARCH_INDEX_DEVICE", "cpu")
+    assert load_settings(config).index_device == "cpu"
+    assert load_settings(None).index_device == "cpu"
+    monkeypatch.delenv("VIDSEARCH_INDEX_DEVICE")
+    assert load_settings(None).index_device == "auto"
+    with pytest.raises(ConfigError, match="index_device: Input should be 'cpu', 'gpu' or 'auto'"):
+        load_settings(None, index_device="tpu")
+    config.write_text('[index]\nlocation = "clips"\ndevic = "gpu"\n')
+    with pytest.raises(ConfigError, match=r"\[index\]: unknown keys \['devic'\]"):
+        load_settings(config)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from vidsearch.errors import DeadlineExceededError, InvalidPageTokenError
-from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, SearchOptions
+from vidsearch.errors import DeadlineExceededError, InvalidPageTokenError, VidsearchError
+from vidsearch.index import ClipRecord, FaissClipIndex, IndexConfig, PageRequest, SearchOptions, SearchPage
 from vidsearch.runtime import RuntimeConfig, open_runtime
 from vidsearch.runtime.model_runtime import ModelRuntime
 from vidsearch.serving.text_search import TextQuery, TextSearcher
@@ -43,6 +43,22 @@ class GatedRuntime:
         return self.runtime.embed_text_batch(texts)
 
 
+class CountingIndex:
+    """The real index, recording how many queries each `search_batch` call carried."""
+
+    def __init__(self, index: FaissClipIndex) -> None:
+        self.index = index
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.index, name)
+
+    def search_batch(self, queries: NDArray[np.float32], requests: Sequence[PageRequest]
+                     ) -> list[SearchPage | VidsearchError]:
+        self.batches.append(len(requests))
+        return self.index.search_batch(queries, requests)
+
+
 @pytest.fixture(scope="module")
 def runtime(repository: Repository) -> Iterator[ModelRuntime]:
     opened = open_runtime(RuntimeConfig(model_repository=repository.path, threads=1))
@@ -68,8 +84,8 @@ def query(text: str, top_k: int = 5, token: str | None = None) -> TextQuery:
 
 def test_concurrent_searches_share_one_batch_and_match_searching_alone(runtime: ModelRuntime,
                                                                        index: FaissClipIndex) -> None:
-    gated = GatedRuntime(runtime)
-    searcher = TextSearcher(gated, index, max_batch=64)
+    gated, counted = GatedRuntime(runtime), CountingIndex(index)
+    searcher = TextSearcher(gated, counted, max_batch=64)  # type: ignore[arg-type]
     alone = {text: index.search(runtime.embed_text([text]), OPTIONS)[0] for text in TEXTS}
     queries = [query(text) for text in TEXTS] + [query(TEXTS[0], top_k=3)]  # two sets of options
     with ThreadPoolExecutor(len(queries)) as pool:
@@ -81,6 +97,7 @@ def test_concurrent_searches_share_one_batch_and_match_searching_alone(runtime: 
         answers = [first.result(30)] + [f.result(30) for f in rest]
     searcher.close()
     assert gated.batches == [1, len(queries) - 1], "the queued queries ran as one batch"
+    assert counted.batches == [1, len(queries) - 1], "one index search per batch, options mixed"
     for q, answer in zip(queries[:-1], answers, strict=False):
         assert [h.clip.clip_id for h in answer.page.hits] == [h.clip.clip_id for h in alone[q.text].hits]
         assert answer.page.next_page_token is not None
@@ -93,8 +110,8 @@ def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, inde
     searcher = TextSearcher(runtime, index, max_batch=64)
     token = searcher.search(query(TEXTS[1]), 30).page.next_page_token
     searcher.close()
-    gated = GatedRuntime(runtime)
-    searcher = TextSearcher(gated, index, max_batch=64)
+    gated, counted = GatedRuntime(runtime), CountingIndex(index)
+    searcher = TextSearcher(gated, counted, max_batch=64)  # type: ignore[arg-type]
     good = [query(TEXTS[1], token=token), query(TEXTS[2]), query(TEXTS[3])]
     with ThreadPoolExecutor(8) as pool:
         first = pool.submit(searcher.search, query(TEXTS[0]), 30)
@@ -112,6 +129,7 @@ def test_a_bad_page_token_fails_only_its_own_request(runtime: ModelRuntime, inde
         pages = [f.result(30).page for f in fine]
     searcher.close()
     assert gated.batches == [1, 5]
+    assert counted.batches == [1, 5], "bad tokens fail their own queries inside the one batch search"
     second = index.search(runtime.embed_text([TEXTS[1]]), OPTIONS, [token])[0]
     assert pages[0].hits == second.hits, "the valid token still gives its query's second page"
     assert all(len(page.hits) == 2 for page in pages)

@@ -28,6 +28,7 @@ def serve_command(
     http_port: Annotated[int | None, typer.Option(help="HTTP API and web page port (0: off) [8080].")] = None,
     index: Annotated[str | None, typer.Option(help="Index directory (made if missing), or "
                                                    "milvus://HOST:PORT/COLLECTION [index].")] = None,
+    index_device: Annotated[str | None, typer.Option(help="FAISS runs on: cpu, gpu or auto [auto].")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
     runtime: Annotated[str | None, typer.Option(
         help="auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX Runtime), torch "
@@ -49,7 +50,8 @@ def serve_command(
 
     try:
         settings = load_settings(
-            config, host=host, port=port, metrics_port=metrics_port, index=index, log_level=log_level,
+            config, host=host, port=port, metrics_port=metrics_port, log_level=log_level,
+            index=_section(location=index), index_device=index_device,
             allowed_roots=tuple(allowed_root) if allowed_root else None,
             runtime=_section(model_repository=model_repository, kind=runtime, gpu=gpu,
                              triton_url=triton_url),

@@ -10,11 +10,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from vidsearch.errors import IndexMismatchError, InvalidClipError, InvalidQueryError
+from vidsearch.errors import (
+    ConfigError,
+    IndexMismatchError,
+    InvalidClipError,
+    InvalidQueryError,
+    VidsearchError,
+)
 
 MAX_TOP_K = 10_000
 """Largest number of results one search may ask for (deeper result lists are not a search use case)."""
@@ -28,6 +34,14 @@ class GpuPolicy(StrEnum):
     AUTO = "auto"
     NEVER = "never"
     REQUIRE = "require"
+
+    @classmethod
+    def for_device(cls, device: str) -> GpuPolicy:
+        """The policy of the server's `[index] device` setting: cpu, gpu (required) or auto."""
+        try:
+            return {"cpu": cls.NEVER, "gpu": cls.REQUIRE, "auto": cls.AUTO}[device]
+        except KeyError:
+            raise ConfigError(f"index device {device!r}: use cpu, gpu or auto") from None
 
 
 def clip_id(video_id: str, number: int) -> str:
@@ -63,6 +77,14 @@ class ClipRecord:
             )
         if not self.model:
             raise InvalidClipError(f"clip {self.clip_id!r}: the embedding model name is empty")
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> ClipRecord:
+        """A record from fields that were validated when stored: no checks, one dict update instead of
+        a frozen dataclass's per-field `__setattr__` (a search builds one record per hit)."""
+        record = object.__new__(cls)
+        record.__dict__.update(fields)
+        return record
 
 
 @dataclass(frozen=True)
@@ -174,6 +196,14 @@ class SearchPage:
 
 
 @dataclass(frozen=True)
+class PageRequest:
+    """One query of a batch search: its own options, and the page token it continues (None: page 1)."""
+
+    options: SearchOptions
+    page_token: str | None = None
+
+
+@dataclass(frozen=True)
 class IndexStats:
     """What an index holds and how it is built, for `vidsearch index stats` and health pages."""
 
@@ -217,20 +247,24 @@ def normalise_rows(vectors: np.ndarray, dim: int, *, what: str) -> np.ndarray:
     """Validate a (n, dim) batch and return an L2-normalised float32 copy (cosine via inner product).
 
     Raises InvalidQueryError for queries and InvalidClipError for clip vectors (`what` says which).
+    One pass for the norms, whose finiteness stands for the rows' (NaN and infinity make it non-finite):
+    a search calls this once per query batch.
     """
     error = InvalidQueryError if what == "query" else InvalidClipError
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[1] != dim:
         raise error(f"{what} vectors must have shape (n, {dim}), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
+    if array.dtype.kind != "f":
         raise error(f"{what} vectors must be floating point, got {array.dtype}")
-    out = np.ascontiguousarray(array, dtype=np.float32).copy()
-    if not np.isfinite(out).all():
+    out = np.array(array, dtype=np.float32, order="C", copy=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    if not np.isfinite(norms).all():
+        if np.isfinite(out).all():
+            raise error(f"{what} vectors have values too large for float32 arithmetic")
         raise error(f"{what} vectors contain NaN or infinity")
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
     if out.shape[0] and float(norms.min()) == 0.0:
         raise error(f"{what} vectors contain an all-zero row, which has no direction")
-    out /= norms
+    out /= norms[:, None]
     return out
 
 
@@ -280,6 +314,16 @@ class ClipIndex(Protocol):
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         """One page of results per query row; `page_tokens[i]` continues query i's previous page."""
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        """One page per query row, each query with its own options: what the serving batcher calls.
+
+        Rows that share a filter and tuning are searched together (one backend search, one metadata
+        lookup). A query's own bad input (its page token) takes its place in the list instead of a
+        page; anything wrong with the whole batch (the vectors' shape) raises.
+        """
 
     def stats(self) -> IndexStats: ...
 

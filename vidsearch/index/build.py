@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vidsearch.errors import IndexMismatchError
 from vidsearch.index.base import GpuPolicy, IndexStats
-from vidsearch.index.factory import plan_index
+from vidsearch.index.factory import plan_index, runs_on_gpu
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
 from vidsearch.index.parquet import ShardRows, ShardSet, iter_rows, read_sample, scan_shards
 
@@ -62,7 +62,7 @@ def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = 
     opts = options or BuildOptions()
     shards = scan_shards(source)
     model = shards_model(shards, source, opts.expect_model)
-    plan = plan_index(shards.rows, shards.dim, opts.factory)
+    plan = plan_index(shards.rows, shards.dim, opts.factory, gpu=runs_on_gpu(opts.gpu))
     log.info(
         "building %s over %d clips (%d-d, %s) from %d shards",
         plan.factory,

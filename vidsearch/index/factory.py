@@ -5,6 +5,11 @@ clips, where it is exact and fast enough; then an inverted file with float16 cod
 1M x 512 in `benchmarks/index.py`), 8-bit codes (0.977) once float16 would pass the budget, and 4-bit
 product quantisation (far lower recall: shard instead where you can) once 8-bit would. Any FAISS
 factory string may be given instead; whatever was chosen is recorded in the manifest.
+
+For an index that will run on a GPU the choice keeps to types FAISS's GPU code serves well: Flat, and
+IVF with float16 / 8-bit scalar codes or 8-bit PQ (the 4-bit fast-scan PQ and HNSW have no GPU version).
+CAGRA is not chosen: with inner product it returned near-random neighbours on unit vectors on an H200
+(recall@10 0.016); `benchmarks/gpu.py` measures it with L2 on unit vectors (the same ranking) instead.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import faiss
 
-from vidsearch.errors import ConfigError
+from vidsearch.errors import ConfigError, IndexDeviceError
 from vidsearch.index.base import GpuPolicy
 
 log = logging.getLogger(__name__)
@@ -47,8 +52,8 @@ def ivf_lists(n: int) -> int:
     return int(min(max(2 ** round(math.log2(target)), 256), 65_536))
 
 
-def choose_factory(n: int, dim: int) -> str:
-    """The default factory string for n vectors of dimension dim."""
+def choose_factory(n: int, dim: int, gpu: bool = False) -> str:
+    """The default factory string for n vectors of dimension dim (`gpu`: for an index on a GPU)."""
     if n < FLAT_MAX_VECTORS:
         return "Flat"
     nlist = ivf_lists(n)
@@ -56,15 +61,15 @@ def choose_factory(n: int, dim: int) -> str:
         return f"IVF{nlist},SQfp16"
     if n * dim <= MEMORY_BUDGET_BYTES:
         return f"IVF{nlist},SQ8"
-    subquantizers = max(1, dim // 4)
+    subquantizers = max(1, dim // (8 if gpu else 4))
     while dim % subquantizers:
         subquantizers -= 1
-    return f"IVF{nlist},PQ{subquantizers}x4fs"
+    return f"IVF{nlist},PQ{subquantizers}" if gpu else f"IVF{nlist},PQ{subquantizers}x4fs"
 
 
-def plan_index(n: int, dim: int, factory: str | None = None) -> IndexPlan:
-    """The plan for n vectors: the given factory string (or the default) and what goes with it."""
-    chosen = factory or choose_factory(n, dim)
+def plan_index(n: int, dim: int, factory: str | None = None, gpu: bool = False) -> IndexPlan:
+    """The plan for n vectors: the given factory string (or the default, for a GPU with `gpu`)."""
+    chosen = factory or choose_factory(n, dim, gpu)
     probe = new_index(dim, chosen)
     params: dict[str, int] = {}
     match = _IVF.search(chosen)
@@ -112,10 +117,10 @@ def place(index: Any, policy: GpuPolicy, faiss_module: Any = None) -> Placement:
     unless GPUs are required. cuVS is used where the FAISS build has it (its cloner default).
     """
     api = faiss_module if faiss_module is not None else faiss
-    gpus = 0 if policy is GpuPolicy.NEVER else int(api.get_num_gpus())
+    gpus = 0 if policy is GpuPolicy.NEVER else gpu_count(api)
     if gpus == 0:
         if policy is GpuPolicy.REQUIRE:
-            raise ConfigError("GPU index required, but FAISS sees no GPU (is faiss-gpu installed?)")
+            raise IndexDeviceError(_no_gpu_reason(api))
         return Placement(index=index, device="cpu")
     try:
         if gpus == 1:
@@ -128,9 +133,27 @@ def place(index: Any, policy: GpuPolicy, faiss_module: Any = None) -> Placement:
         return Placement(index=moved, device=f"cuda:0-{gpus - 1} (sharded)")
     except RuntimeError as exc:
         if policy is GpuPolicy.REQUIRE:
-            raise ConfigError(f"this index type cannot run on the GPU: {exc}") from exc
+            raise IndexDeviceError(f"this index type cannot run on the GPU: {exc}") from exc
         log.warning("index stays on the CPU: FAISS cannot move it to the GPU (%s)", exc)
         return Placement(index=index, device="cpu")
+
+
+def gpu_count(faiss_module: Any = None) -> int:
+    """GPUs FAISS can use: 0 for a build without GPU support (faiss-cpu)."""
+    api = faiss_module if faiss_module is not None else faiss
+    return int(api.get_num_gpus()) if hasattr(api, "StandardGpuResources") else 0
+
+
+def runs_on_gpu(policy: GpuPolicy) -> bool:
+    """Whether an index under this policy will be placed on a GPU: what its type is chosen for."""
+    return policy is not GpuPolicy.NEVER and gpu_count() > 0
+
+
+def _no_gpu_reason(api: Any) -> str:
+    if not hasattr(api, "StandardGpuResources"):
+        return (f"index device gpu: this FAISS ({api.__version__}) is a CPU-only build; install "
+                "faiss-gpu-cuvs (CUDA 13) or faiss-gpu-cu12, or set the index device to cpu or auto")
+    return "index device gpu: FAISS has GPU support but sees no GPU (driver, CUDA_VISIBLE_DEVICES?)"
 
 
 def to_cpu(placement: Placement, faiss_module: Any = None) -> Any:

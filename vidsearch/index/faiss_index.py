@@ -26,13 +26,20 @@ from typing import Any
 import faiss
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, IndexFormatError, IndexReadOnlyError, IndexUnavailableError
+from vidsearch.errors import (
+    ClipIndexError,
+    IndexFormatError,
+    IndexReadOnlyError,
+    IndexUnavailableError,
+    VidsearchError,
+)
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index import changelog
 from vidsearch.index.base import (
     ClipRecord,
     Hit,
     IndexStats,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -42,7 +49,7 @@ from vidsearch.index.base import (
     normalise_rows,
 )
 from vidsearch.index.changelog import Change, ChangeLog, Replay
-from vidsearch.index.factory import Placement, new_index, place, plan_index, to_cpu
+from vidsearch.index.factory import Placement, new_index, place, plan_index, runs_on_gpu, to_cpu
 from vidsearch.index.faiss_state import (
     IndexConfig,
     IndexState,
@@ -55,7 +62,7 @@ from vidsearch.index.faiss_state import (
 from vidsearch.index.filters import FilteredSearcher, Selection
 from vidsearch.index.locks import ReadWriteLock
 from vidsearch.index.metadata import MetadataStore
-from vidsearch.index.paging import paginate
+from vidsearch.index.paging import paginate, paginate_batch
 from vidsearch.index.persistence import (
     INDEX_FILE,
     METADATA_FILE,
@@ -119,7 +126,7 @@ class FaissClipIndex:
         directory fails at once) and the working copy of the metadata lives in its `.work`, which the
         next writer removes: a build killed midway leaves nothing in the temporary directory.
         """
-        plan = plan_index(config.expected_clips, config.dim, config.factory)
+        plan = plan_index(config.expected_clips, config.dim, config.factory, gpu=runs_on_gpu(config.gpu))
         index = new_index(config.dim, plan.factory)
         apply_params(index, plan.params)
         lock = WriterLock(directory) if directory is not None else None
@@ -435,6 +442,11 @@ class FaissClipIndex:
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         return paginate(self._hits, queries, self.dim, options, page_tokens, self._key)
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        return paginate_batch(self._hits, queries, self.dim, requests, self._key)
 
     def _selection(self, search_filter: SearchFilter) -> Selection | None:
         allowed = None if search_filter.is_empty else self._s.store.filter_ids(search_filter)

@@ -17,11 +17,11 @@ from typing import Any
 
 import faiss
 
-from vidsearch.errors import ConfigError, IndexFormatError
+from vidsearch.errors import ConfigError, IndexDeviceError, IndexFormatError
 from vidsearch.formats.index_manifest import IndexManifest
 from vidsearch.index.base import GpuPolicy
 from vidsearch.index.changelog import ChangeLog
-from vidsearch.index.factory import Placement, place
+from vidsearch.index.factory import Placement, place, runs_on_gpu
 from vidsearch.index.metadata import MetadataStore
 from vidsearch.index.persistence import INDEX_FILE, MANIFEST, METADATA_FILE, WORK_DIR, WriterLock
 from vidsearch.index.scratch import make_scratch
@@ -168,7 +168,13 @@ def open_state(
     """Load a snapshot; `writable_copy` copies the metadata to a scratch directory (writers, replays)."""
     index_path, db_path = snapshot / INDEX_FILE, snapshot / METADATA_FILE
     size = index_path.stat().st_size
-    mmap = opts.mmap if opts.mmap is not None else size >= MMAP_MIN_BYTES and not writable_copy
+    # an index bound for a GPU is read into memory (a mapped one would stay on the CPU)
+    for_gpu = opts.gpu is GpuPolicy.REQUIRE or runs_on_gpu(opts.gpu)
+    mapped_by_size = size >= MMAP_MIN_BYTES and not writable_copy and not for_gpu
+    mmap = opts.mmap if opts.mmap is not None else mapped_by_size
+    if mmap and opts.gpu is GpuPolicy.REQUIRE:
+        raise IndexDeviceError(f"{index_path}: a memory-mapped index stays on the CPU; open it with "
+                               "mmap=False to run it on the GPU")
     index = _read_faiss(index_path, manifest, mmap)
     apply_params(index, manifest.params)
     read_only = opts.read_only or mmap
@@ -176,12 +182,12 @@ def open_state(
     store = _open_store(db_path, scratch)
     try:
         _check_counts(index, store, manifest, snapshot)
-    except IndexFormatError:
+        placement = place(index, GpuPolicy.NEVER if mmap else opts.gpu)
+    except (IndexFormatError, ConfigError):  # damage, or no GPU for device gpu: nothing is left open
         store.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
-    placement = place(index, GpuPolicy.NEVER if mmap else opts.gpu)
     log.info(
         "opened %s: %d clips, %s on %s%s",
         snapshot,

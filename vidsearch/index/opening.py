@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidsearch.errors import IndexMismatchError
-from vidsearch.index.base import ClipIndex
+from vidsearch.index.base import ClipIndex, GpuPolicy
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
 from vidsearch.index.faiss_state import OpenOptions
 from vidsearch.index.milvus import MilvusClipIndex, MilvusCollectionConfig, MilvusTarget
@@ -49,17 +49,18 @@ def shard_directories(location: Path) -> list[Path]:
 
 
 def open_index(location: Path | str, model: ModelIdentity, *, create: bool, durable: bool,
-               milvus_token: str = "", verify_max_bytes: int | None = None) -> ClipIndex:
+               milvus_token: str = "", gpu: GpuPolicy = GpuPolicy.AUTO,
+               verify_max_bytes: int | None = None) -> ClipIndex:
     """The index at `location` for `model`; `create` starts an empty one where there is none.
 
     `durable`: each change is on disk when the call that made it returns; otherwise changes live in
     memory only. The directory (or each shard's) is locked for this process while the index is open.
-    A snapshot above `verify_max_bytes` has its digests checked in the background (`ready()` False
-    until they pass).
+    `gpu` places FAISS indexes (a Milvus server places its own). A snapshot above `verify_max_bytes`
+    has its digests checked in the background (`ready()` False until they pass).
     """
     if isinstance(location, str):
         return _open_milvus(MilvusTarget.parse(location, token=milvus_token), model, create)
-    options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable,
+    options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable, gpu=gpu,
                           verify_max_bytes=verify_max_bytes, verify_in_background=True)
     shards = shard_directories(location)
     index: ClipIndex
@@ -69,7 +70,7 @@ def open_index(location: Path | str, model: ModelIdentity, *, create: bool, dura
         index = FaissClipIndex.open(location, options)
     elif create:
         log.info("starting an empty %s index at %s for %s", NEW_INDEX_FACTORY, location, model.name)
-        config = IndexConfig(model.dim, model.name, model.checksum, NEW_INDEX_FACTORY)
+        config = IndexConfig(model.dim, model.name, model.checksum, NEW_INDEX_FACTORY, gpu=gpu)
         if not durable:
             return FaissClipIndex.create(config)  # nothing is written: the index lives in memory
         with FaissClipIndex.create(config) as new:

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vidsearch.errors import InvalidPageTokenError, InvalidQueryError
+from vidsearch.errors import InvalidPageTokenError, InvalidQueryError, VidsearchError
 from vidsearch.index.base import (
     Hit,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -92,28 +93,77 @@ def paginate(
     page_tokens: Sequence[str | None] | None,
     key: bytes,
 ) -> list[SearchPage]:
-    """One page per query row, fetching from `fetch` only as many hits as the deepest page needs."""
-    normalised = normalise_rows(queries, dim, what="query")
-    count = normalised.shape[0]
+    """One page per query row, all with the same options; the first bad page token raises."""
+    count = np.asarray(queries).shape[0] if np.ndim(queries) == 2 else 0
     tokens = list(page_tokens) if page_tokens is not None else [None] * count
     if len(tokens) != count:
         raise InvalidQueryError(f"got {len(tokens)} page tokens for {count} queries")
-    prints = [fingerprint(row, options) for row in normalised]
-    offsets = [0 if t is None else decode_token(key, t, fp) for t, fp in zip(tokens, prints, strict=True)]
-    size = options.effective_page_size
-    # one hit beyond the deepest page tells whether a next page exists; grouping needs them all.
-    deepest = max(offsets, default=0) + size + 1
-    need = options.top_k if options.group_by_video else min(options.top_k, deepest)
-    results = fetch(normalised, need, options.filter, options.tuning) if count else []
     pages = []
-    for hits, offset, query_print in zip(results, offsets, prints, strict=True):
-        if options.group_by_video:
-            groups = group_by_video(hits)
-            more = len(groups) > offset + size
-            page = SearchPage(groups=tuple(groups[offset : offset + size]))
-        else:
-            more = len(hits) > offset + size
-            page = SearchPage(hits=tuple(hits[offset : offset + size]))
-        token = encode_token(key, query_print, offset + size) if more else None
-        pages.append(SearchPage(hits=page.hits, groups=page.groups, next_page_token=token))
+    for page in paginate_batch(fetch, queries, dim, [PageRequest(options, t) for t in tokens], key):
+        if isinstance(page, VidsearchError):
+            raise page
+        pages.append(page)
     return pages
+
+
+def paginate_batch(
+    fetch: HitsFn,
+    queries: np.ndarray,
+    dim: int,
+    requests: Sequence[PageRequest],
+    key: bytes,
+) -> list[SearchPage | VidsearchError]:
+    """One page per query row, each with its own options (`ClipIndex.search_batch`).
+
+    The queries are normalised once, here. Rows sharing a filter and tuning go to `fetch` together, for
+    as many hits as the deepest of them needs; each keeps the first hits it needs (a list best first,
+    so the head of a deeper list is the shallower one). A bad page token fails its own query only.
+    """
+    normalised = normalise_rows(queries, dim, what="query")
+    if len(requests) != normalised.shape[0]:
+        raise InvalidQueryError(f"got {len(requests)} requests for {normalised.shape[0]} queries")
+    results: list[SearchPage | VidsearchError] = []
+    needs: list[int] = []
+    offsets: list[int] = []
+    groups: dict[tuple[SearchFilter, Tuning], list[int]] = {}
+    for row, request in enumerate(requests):
+        options = request.options
+        offset = 0
+        if request.page_token is not None:
+            try:
+                offset = decode_token(key, request.page_token, fingerprint(normalised[row], options))
+            except InvalidPageTokenError as err:
+                results.append(err)
+                needs.append(0)
+                offsets.append(0)
+                continue
+        results.append(SearchPage())
+        # one hit beyond the deepest page tells whether a next page exists; grouping needs them all.
+        deepest = offset + options.effective_page_size + 1
+        needs.append(options.top_k if options.group_by_video else min(options.top_k, deepest))
+        offsets.append(offset)
+        groups.setdefault((options.filter, options.tuning), []).append(row)
+    for (search_filter, tuning), rows in groups.items():
+        found = fetch(normalised[rows], max(needs[row] for row in rows), search_filter, tuning)
+        for row, hits in zip(rows, found, strict=True):
+            options = requests[row].options
+            results[row] = _page(hits[: needs[row]], offsets[row], options, key, normalised[row])
+    return results
+
+
+def _page(
+    hits: Sequence[Hit], offset: int, options: SearchOptions, key: bytes, query: np.ndarray
+) -> SearchPage:
+    """The page at `offset` of one query's hits, with a token for the next one if there is more."""
+    size = options.effective_page_size
+    if options.group_by_video:
+        groups = group_by_video(hits)
+        more = len(groups) > offset + size
+        page = SearchPage(groups=tuple(groups[offset : offset + size]))
+    else:
+        more = len(hits) > offset + size
+        page = SearchPage(hits=tuple(hits[offset : offset + size]))
+    if not more:
+        return page
+    token = encode_token(key, fingerprint(query, options), offset + size)
+    return SearchPage(hits=page.hits, groups=page.groups, next_page_token=token)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vidsearch.errors import ClipIndexError, DuplicateClipError, IndexMismatchError
+from vidsearch.errors import ClipIndexError, DuplicateClipError, IndexMismatchError, VidsearchError
 from vidsearch.index.base import (
     ClipIndex,
     ClipRecord,
     Hit,
     IndexStats,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -30,7 +31,7 @@ from vidsearch.index.base import (
 )
 from vidsearch.index.faiss_index import FaissClipIndex
 from vidsearch.index.faiss_state import OpenOptions
-from vidsearch.index.paging import paginate
+from vidsearch.index.paging import paginate, paginate_batch
 
 
 def shard_of(video_id: str, shards: int) -> int:
@@ -136,9 +137,11 @@ class ShardedClipIndex:
         The queries go to the shards as they are: each shard checks and normalises them at its entry.
         """
         check_top_k(k)
-        parts = list(
-            self._pool.map(lambda shard: shard.search_hits(queries, k, search_filter, tuning), self._shards)
-        )
+        first, *rest = self._shards
+        others = [self._pool.submit(shard.search_hits, queries, k, search_filter, tuning) for shard in rest]
+        # the first shard runs in the calling thread: one thread hand-over fewer per search
+        parts = [first.search_hits(queries, k, search_filter, tuning)]
+        parts += [future.result() for future in others]
         merged = []
         for row in range(len(parts[0])):
             candidates = (hit for part in parts for hit in part[row])
@@ -149,6 +152,11 @@ class ShardedClipIndex:
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         return paginate(self.search_hits, queries, self.dim, options, page_tokens, self._key)
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        return paginate_batch(self.search_hits, queries, self.dim, requests, self._key)
 
     # -- housekeeping ----------------------------------------------------------------------------
 

@@ -109,7 +109,7 @@ class SearchServer:
             token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
             self._index = open_served_index(settings.index, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes,
-                                            milvus_token=token,
+                                            milvus_token=token, device=settings.index_device,
                                             verify_max_bytes=settings.verify_on_open_max_bytes)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)

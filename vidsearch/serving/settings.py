@@ -6,8 +6,8 @@ environment. Nested sections use `__` in variable names: `VIDSEARCH_RUNTIME__KIN
 
     # server.toml
     port = 50051
-    index = "my-index"
-    allowed_roots = ["/data/videos"]
+    index = "my-index"                 # or, with the device FAISS runs on:
+    allowed_roots = ["/data/videos"]   #   [index]  location = "my-index"  device = "auto"
     [runtime]
     model_repository = "model_repository"
     [auth]
@@ -127,6 +127,9 @@ class ServerSettings(BaseSettings):
     # /metrics is plain HTTP without authentication: bind it apart (e.g. a private interface); None: `host`
     metrics_host: str | None = None
     index: Path | str = Path("index")  # an index directory, or milvus://HOST:PORT/COLLECTION (kept as text)
+    # where a FAISS index runs: cpu; gpu (refuses to start without GPU FAISS); auto (GPUs when FAISS sees
+    # any). In a file: `[index]` with `location` and `device`. Milvus places its own indexes.
+    index_device: Literal["cpu", "gpu", "auto"] = "auto"
     milvus_token: SecretStr | None = None  # Milvus "user:password" or API key (VIDSEARCH_MILVUS_TOKEN)
     create_index: bool = True  # start with an empty index when `index` does not exist
     persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered
@@ -144,6 +147,20 @@ class ServerSettings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     video: VideoSettings = VideoSettings()
     http: HttpSettings = HttpSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _index_section(cls, data: Any) -> Any:
+        """`[index]` with `location` and `device` is the file form of `index` and `index_device`."""
+        if isinstance(data, dict) and isinstance(data.get("index"), dict):
+            section = dict(data["index"])
+            unknown = set(section) - {"location", "device"}
+            if unknown:
+                raise ValueError(f"[index]: unknown keys {sorted(unknown)} (use location, device)")
+            data = {**data, "index": section.get("location", "index")}
+            if "device" in section and "index_device" not in data:  # flags and environment win
+                data["index_device"] = section["device"]
+        return data
 
     @field_validator("index", mode="before")
     @classmethod

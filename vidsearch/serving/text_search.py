@@ -5,8 +5,9 @@ Batching only the text tower left every request thread to search the index on it
 machine the wake-ups and GIL hand-overs between 32 request threads cost more than the searches. Here a
 request thread hands its query over and sleeps until its page is ready: the batch is embedded in one
 model run (`Runtime.embed_text_batch`: the runtime's text cache applies, its batcher does not, since
-this is the Search path's one batching layer) and searched with one FAISS call and one metadata lookup
-per distinct set of search options. Alone, a request runs in its own thread at once, as before (see
+this is the Search path's one batching layer) and searched with one `ClipIndex.search_batch` call: one
+FAISS search and one metadata lookup per distinct filter and tuning, whatever each query's page, page
+size or top-k. Alone, a request runs in its own thread at once, as before (see
 `DynamicBatcher`). What it gained is in docs/benchmarks.md (Search service).
 
 A batch's FAISS search runs on one OpenMP thread: the server's parallelism is its requests, and OpenMP
@@ -14,7 +15,6 @@ workers spinning after each small search took a core from them.
 """
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import DeadlineExceededError
-from vidsearch.index import ClipIndex, SearchOptions, SearchPage, omp_threads
+from vidsearch.index import ClipIndex, PageRequest, SearchOptions, SearchPage, omp_threads
 from vidsearch.runtime.base import Runtime
 from vidsearch.runtime.batching import DynamicBatcher
 
@@ -74,29 +74,20 @@ class TextSearcher:
     def _run(self, queries: Sequence[TextQuery]) -> list[_Outcome]:
         vectors = self._runtime.embed_text_batch([q.text for q in queries])
         embedded = time.perf_counter()
-        groups: dict[SearchOptions, list[int]] = defaultdict(list)
-        for i, query in enumerate(queries):
-            groups[query.options].append(i)
-        results: dict[int, SearchPage | Exception] = {}
+        requests = [PageRequest(q.options, q.page_token) for q in queries]
         with omp_threads(1):
-            for options, members in groups.items():
-                results.update(self._search(vectors, queries, options, members))
+            results = self._search(vectors, requests)
         search_ms = (time.perf_counter() - embedded) * 1000.0
-        return [_Outcome(results[i], (embedded - query.arrived) * 1000.0, search_ms)
-                for i, query in enumerate(queries)]
+        return [_Outcome(result, (embedded - query.arrived) * 1000.0, search_ms)
+                for result, query in zip(results, queries, strict=True)]
 
-    def _search(self, vectors: NDArray[np.float32], queries: Sequence[TextQuery], options: SearchOptions,
-                members: list[int]) -> dict[int, SearchPage | Exception]:
-        """The pages of queries that share their options; if their search fails, each is searched alone,
-        so that one request's bad input fails that request only."""
-        tokens = [queries[i].page_token for i in members]
+    def _search(self, vectors: NDArray[np.float32], requests: Sequence[PageRequest]
+                ) -> list[SearchPage | Exception]:
+        """The pages of the batch from one index search; if the whole search fails, each query is
+        searched alone, so that one request's bad input fails that request only."""
         try:
-            pages = self._index.search(vectors[members], options, tokens)
+            return list(self._index.search_batch(vectors, requests))
         except Exception as err:
-            if len(members) == 1:
-                return {members[0]: err}
-            alone: dict[int, SearchPage | Exception] = {}
-            for i in members:
-                alone.update(self._search(vectors, queries, options, [i]))
-            return alone
-        return dict(zip(members, pages, strict=True))
+            if len(requests) == 1:
+                return [err]
+        return [self._search(vectors[i : i + 1], requests[i : i + 1])[0] for i in range(len(requests))]

@@ -26,11 +26,13 @@ from vidsearch.errors import (
     DuplicateClipError,
     IndexMismatchError,
     InvalidClipError,
+    VidsearchError,
 )
 from vidsearch.index.base import (
     ClipRecord,
     Hit,
     IndexStats,
+    PageRequest,
     SearchFilter,
     SearchOptions,
     SearchPage,
@@ -50,7 +52,7 @@ from vidsearch.index.milvus.schema import (
     to_record,
     to_row,
 )
-from vidsearch.index.paging import paginate
+from vidsearch.index.paging import paginate, paginate_batch
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +424,11 @@ class MilvusClipIndex:
         self, queries: np.ndarray, options: SearchOptions, page_tokens: Sequence[str | None] | None = None
     ) -> list[SearchPage]:
         return paginate(self.search_hits, queries, self.dim, options, page_tokens, self._d.page_token_key)
+
+    def search_batch(
+        self, queries: np.ndarray, requests: Sequence[PageRequest]
+    ) -> list[SearchPage | VidsearchError]:
+        return paginate_batch(self.search_hits, queries, self.dim, requests, self._d.page_token_key)
 
     def get(self, clip_ids: Iterable[str]) -> dict[str, ClipRecord]:
         out: dict[str, ClipRecord] = {}
