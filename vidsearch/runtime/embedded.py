@@ -20,6 +20,7 @@ class EmbeddedBackend:
     """ONNX Runtime sessions (CPU) for the models of a repository."""
 
     kind = "embedded"
+    decodes_video = False  # ONNX Runtime runs the graphs only; video is decoded by the caller
 
     def __init__(self, models: RepositoryModels, threads: int = 0) -> None:
         try:

@@ -22,7 +22,7 @@ from vidsearch.video.clips import Clip
 from vidsearch.video.plan import clip_frames
 from vidsearch.video.preprocess import Preprocess
 from vidsearch.video.probing import Probed, probe_timeline
-from vidsearch.video.source import Deadline, VideoSource, load_input, source_name
+from vidsearch.video.source import Deadline, LoadedInput, VideoSource, load_input, source_name
 from vidsearch.video.timeline import Timeline
 
 Device = Literal["cpu", "gpu"]
@@ -87,6 +87,19 @@ def clip_frame_numbers(
     return [np.asarray(numbers, dtype=np.int32) for _, numbers in chosen]
 
 
+def encoded_clip_frames(source: VideoSource, clips: Sequence[Clip], spec: Preprocess, time_limit_s: float,
+                        probed: Probed | None = None) -> tuple[LoadedInput, Probed, list[NDArray[np.int32]]]:
+    """What a decoder that takes the encoded file (DALI, or the Triton ensemble's `video_preprocess`)
+    is given for `clips`: the file read once into memory, its probe (pass `probed` when it was
+    probed from that `load_input` result already), and each clip's frame numbers."""
+    data = load_input(source, Deadline(source_name(source), time_limit_s))
+    probed = probed or probe_timeline(data, time_limit_s)
+    if probed.timeline is None:
+        missing = "audio only, no video stream" if probed.info.has_audio else "no video stream"
+        raise VideoDecodeError(data.name, missing)
+    return data, probed, clip_frame_numbers(probed.timeline, clips, spec)
+
+
 def dali_read_clips(source: VideoSource, clips: Sequence[Clip], spec: Preprocess, device: Device = "cpu",
                     batch_size: int = 4, device_id: int | None = None, time_limit_s: float = 120.0,
                     probed: Probed | None = None) -> Iterator[tuple[Clip, NDArray[np.float32]]]:
@@ -95,17 +108,13 @@ def dali_read_clips(source: VideoSource, clips: Sequence[Clip], spec: Preprocess
 
     The file is read once, into memory (DALI takes the encoded bytes): pass a `load_input` result
     and its `probe_timeline` as `probed`, and nothing is read or demuxed again."""
-    data = load_input(source, Deadline(source_name(source), time_limit_s))
-    probed = probed or probe_timeline(data, time_limit_s)
+    data, probed, numbers = encoded_clip_frames(source, clips, spec, time_limit_s, probed)
     info, name = probed.info, data.name
-    if probed.timeline is None:
-        raise VideoDecodeError(name, "audio only, no video stream" if info.has_audio else "no video stream")
     if device == "cpu" and info.codec not in CPU_CODECS:
         raise VideoDecodeError(name, f"DALI decodes {info.codec} only on a GPU (on the CPU: "
                                      f"{', '.join(sorted(CPU_CODECS))}); use read_clips instead")
     if info.rotation:
         raise VideoDecodeError(name, f"rotated video ({info.rotation}°) is not supported by the DALI path")
-    numbers = clip_frame_numbers(probed.timeline, clips, spec)
     encoded = np.frombuffer(data.getbuffer(), dtype=np.uint8)
     pipe = build_pipeline(spec, device, batch_size, num_threads=1,
                           device_id=device_id if device == "gpu" else None)
