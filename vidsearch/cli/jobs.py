@@ -29,8 +29,9 @@ def embed_command(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call [model max].")] = None,
     shard_clips: Annotated[int, typer.Option(min=1, help="Clips per shard commit.")] = 8192,
     queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
-    decoder: Annotated[Literal["auto", "pyav", "dali"], typer.Option(
-        help="auto: DALI on a GPU when installed, else PyAV.")] = "auto",
+    decoder: Annotated[Literal["auto", "pyav", "dali", "server"], typer.Option(
+        help="auto: the Triton server when it has the decoding ensemble, else DALI on a GPU when "
+             "installed, else PyAV.")] = "auto",
     runtime: Annotated[Literal["embedded", "triton"], typer.Option(help="Model runtime.")] = "embedded",
     triton_url: Annotated[str, typer.Option(help="Triton gRPC address (runtime triton).")] = "127.0.0.1:8001",
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: one per core).")] = 0,

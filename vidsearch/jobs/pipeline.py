@@ -3,6 +3,9 @@
     feeder thread ─► tasks (2 × workers) ─► N decoding processes ─► events (queue_clips) ─► main:
     batches of clips across videos ─► runtime.embed_video ─► JobOutput (assemble, shard, ledger)
 
+(With the `server` decoder the processes send each video's encoded file and frame numbers instead,
+and the main process hands them to `runtime.embed_encoded`: the Triton server decodes.)
+
 Decoding runs in other processes while the main process runs the model, so one hides behind the
 other; the bounded queues stop decoders that run ahead (backpressure), and nothing held grows with
 the size of the collection. A decoding process that dies (a decoder crash, the OOM killer) costs only
@@ -28,9 +31,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.errors import VideoDecodeError
 from vidsearch.jobs.decoding import (
     ClipTensor,
     DecodeSettings,
+    EncodedVideo,
     Failure,
     VideoEnd,
     WorkerProbed,
@@ -86,6 +91,17 @@ class ClipBatches:
             self._output.clip(clip.video_id, clip.clip, vector)
         self._clips = []
 
+    def encoded(self, video: EncodedVideo) -> Failure | None:
+        """Embed a whole video on the server that decodes it; a video it cannot decode is a failure of
+        that video (returned, for its `VideoEnd`), never of the job."""
+        uri = self._output.uri(video.video_id)
+        try:
+            vectors = self._runtime.embed_encoded(video.data, video.frames, name=uri)
+        except VideoDecodeError as err:
+            return Failure(video.video_id, uri, type(err).__name__, err.reason)
+        self._output.clips(video.video_id, list(video.clips), vectors)
+        return None
+
 
 def _feed(tasks: "Queue[Any]", items: Sequence[WorkItem], workers: int) -> None:
     for item in items:
@@ -110,6 +126,7 @@ class LocalEngine:
         self._current: dict[int, _Current] = {}
         self._count = workers
         self._next = 0
+        self._failed: dict[str, Failure] = {}  # videos the server could not decode, until their VideoEnd
 
     def _spawn(self) -> None:
         number, self._next = self._next, self._next + 1
@@ -151,9 +168,14 @@ class LocalEngine:
                 if current.video_id == event.video_id:
                     current.progressed()
             batches.add(event)
+        elif isinstance(event, EncodedVideo):
+            failure = batches.encoded(event)
+            if failure is not None:
+                self._failed[event.video_id] = failure
         elif isinstance(event, VideoEnd):
             self._current = {w: c for w, c in self._current.items() if c.video_id != event.video_id}
-            output.end(event)
+            failure = self._failed.pop(event.video_id, None)
+            output.end(event if failure is None else VideoEnd(event.video_id, 0, failure, fatal=True))
         elif isinstance(event, WorkerStarted):
             self._current[event.worker] = _Current(event.video_id, self._settings.time_limit_s(None))
         elif isinstance(event, WorkerProbed):

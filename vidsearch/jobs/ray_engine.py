@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import MissingDependencyError
-from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEnd, decode_video
+from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, EncodedVideo, Failure, VideoEnd, decode_video
 from vidsearch.jobs.inputs import WorkItem
 from vidsearch.jobs.output import JobOutput
 from vidsearch.jobs.spec import EmbedJob
@@ -55,6 +55,7 @@ def decode_batch(batch: Batch, settings: DecodeSettings) -> Iterator[Batch]:
     for video_id, path, uri in zip(batch["video_id"], batch["path"], batch["uri"], strict=True):
         pending: list[ClipTensor | VideoEnd] = []
         for event in decode_video(WorkItem(str(video_id), str(path), str(uri)), settings):
+            assert not isinstance(event, EncodedVideo)  # a Ray job never has the server decoder (run.py)
             pending.append(event)
             if len(pending) == _CLIPS_PER_BLOCK or isinstance(event, VideoEnd):
                 yield _rows(pending, shape)

@@ -27,7 +27,7 @@ class EmbedJob:
     scenes: ShotSpec | None = None
     float16: bool = False
     engine: Literal["local", "ray"] = "local"
-    decoder: Literal["auto", "pyav", "dali"] = "auto"
+    decoder: Literal["auto", "pyav", "dali", "server"] = "auto"  # server: the Triton ensemble decodes
     workers: int = 1  # decoding processes (local engine)
     batch_size: int | None = None  # clips per model call (default: the model's maximum batch)
     queue_clips: int = 16  # decoded clips waiting for the model, at most (backpressure)
