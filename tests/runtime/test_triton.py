@@ -86,7 +86,8 @@ def test_the_service_answers_the_same_on_either_runtime(triton: TritonServer, re
             assert client.index_stats().runtime == kind
             hits = client.search("a red circle moves to the left", top_k=6).hits
             # SearchByVideo and EmbedVideo decode on the Triton server (the ensemble), here in-process
-            similar = client.search_by_video(video=videos[1].read_bytes(), start_s=2.0, end_s=4.0, top_k=6).hits
+            asked = videos[1].read_bytes()
+            similar = client.search_by_video(video=asked, start_s=2.0, end_s=4.0, top_k=6).hits
             embedded = client.embed_video(video=videos[0].read_bytes(), clip_length_s=SCENE_S).embeddings
             with pytest.raises(grpc.RpcError) as garbage:
                 client.embed_video(video=b"not a video" * 100, clip_length_s=SCENE_S)
@@ -116,7 +117,8 @@ def _clips(video: Path, spec: Preprocess) -> tuple[list[Clip], list[np.ndarray]]
 def test_the_ensemble_decodes_on_the_server_as_the_embedded_runtime_does(
         runtimes: tuple[ModelRuntime, ModelRuntime], h264: list[Path]) -> None:
     remote, local = runtimes
-    assert remote.decodes_on_server and not local.decodes_on_server
+    assert remote.decodes_on_server
+    assert not local.decodes_on_server
     spec = local.facts.vision.preprocess
     assert spec is not None
     for video in h264:
@@ -147,12 +149,14 @@ def test_bad_video_through_the_ensemble_is_the_embedded_paths_decode_error(
 
 
 def test_without_the_ensemble_video_is_decoded_in_this_process(
-        triton: TritonServer, repository: Repository, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        triton: TritonServer, repository: Repository, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     from vidsearch.runtime.repository import read_repository
     from vidsearch.runtime.triton import TritonBackend
 
     older = tmp_path / "older"  # a repository exported before the ensemble: its towers only
-    shutil.copytree(repository.path, older, ignore=shutil.ignore_patterns("video_preprocess", "viclip_video_embed"))
+    shutil.copytree(repository.path, older,
+                    ignore=shutil.ignore_patterns("video_preprocess", "viclip_video_embed"))
     config = RuntimeConfig(kind="triton", model_repository=older, triton_url=triton.url)
     with caplog.at_level(logging.WARNING), open_runtime(config) as runtime:
         assert not runtime.decodes_on_server
