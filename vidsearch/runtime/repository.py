@@ -9,7 +9,7 @@ layout stays in here and in the backends.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vidsearch.errors import ConfigError, ModelFormatError
@@ -144,13 +144,11 @@ def read_repository(config: RuntimeConfig) -> RepositoryModels:
     root = config.model_repository
     if not root.is_dir():
         raise ConfigError(f"model repository {root} does not exist: run `vidsearch export` first")
-    vision = read_model(root / config.vision_model)
     models = RepositoryModels(
         root,
         read_model(root / config.text_model),
-        vision,
+        read_model(root / config.vision_model),
         read_model(root / config.classifier_model),
-        _video_embed(root, vision),
     )
     found = [m for m in (models.text, models.vision, models.classifier) if m is not None]
     if not found:
@@ -169,4 +167,4 @@ def read_repository(config: RuntimeConfig) -> RepositoryModels:
         tokenizer = models.text.description.tokenizer
         if (tokenizer or {}).get("kind") not in TOKENIZER_KINDS:
             raise ConfigError(f"{models.text.directory}: unknown tokenizer {tokenizer!r}")
-    return models
+    return replace(models, video_embed=_video_embed(root, models.vision))
