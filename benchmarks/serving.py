@@ -37,9 +37,10 @@ the same run: the embedded runtime (decoding and ONNX Runtime in the serving pro
 the ensemble (encoded bytes and frame numbers sent; the server decodes), and Triton decoding
 in-process (the runtime reads a copy of the repository without the ensemble, as with an older
 export, and sends clip tensors). Each ingests the same files (`--ingest-concurrency` concurrent
-Ingest calls, one file each) after a one-file warm-up; clips/s and MB of video/s.
+Ingest calls, one file each) after a one-file warm-up, in `--ingest-rounds` rounds interleaved over
+the three servers (running side by side); the median round's clips/s and MB of video/s.
 
-    .venv/bin/python benchmarks/serving.py --ingest          # about 2 minutes on 2 cores
+    .venv/bin/python benchmarks/serving.py --ingest          # about 3 minutes on 2 cores
 
 Prints a table and writes benchmarks/results/serving-ingest.json.
 """
@@ -51,6 +52,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -489,26 +491,34 @@ def run_ingest(args: argparse.Namespace, workdir: Path) -> list[IngestPoint]:
             "triton, in-process decode": (older, on_triton),
         }
         settings = f'port = 0\nallowed_roots = ["{workdir / "videos"}"]\n'
-        for number, (label, (repo, runtime)) in enumerate(runtimes.items()):
-            process, address = start_server(repo, workdir / f"index-{number}", workdir, MAX_BATCH,
-                                            args.threads, settings, runtime, "[http]\nenabled = false\n",
-                                            name=f"ingest-{number}")
-            try:
-                ingest_once(address, videos[:1], 1, replace=False)  # warm-up (and the index's first add)
-                clips, seconds = ingest_once(address, videos, args.ingest_concurrency, replace=True)
-            finally:
+        servers = {}
+        try:
+            for number, (label, (repo, runtime)) in enumerate(runtimes.items()):
+                servers[label] = start_server(repo, workdir / f"index-{number}", workdir, MAX_BATCH,
+                                              args.threads, settings, runtime, "[http]\nenabled = false\n",
+                                              name=f"ingest-{number}")
+                ingest_once(servers[label][1], videos[:1], 1, replace=False)  # warm-up, the index's first add
+            times: dict[str, list[float]] = {label: [] for label in runtimes}
+            for round_ in range(args.ingest_rounds):  # interleaved: a change of load hits all alike
+                for label, (_, address) in servers.items():
+                    clips, seconds = ingest_once(address, videos, args.ingest_concurrency, replace=True)
+                    times[label].append(seconds)
+                    print(f"round {round_}, {label}: {clips} clips in {seconds:.2f} s", flush=True)
+        finally:
+            for process, _ in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
+        for label, measured in times.items():
+            seconds = statistics.median(measured)
             points.append(IngestPoint(label, len(videos), clips, seconds, clips / seconds,
                                       megabytes / seconds))
-            print(f"{label}: {clips} clips in {seconds:.2f} s", flush=True)
     return points
 
 
 def report_ingest(points: list[IngestPoint], args: argparse.Namespace) -> None:
     print(f"\nIngest, demo model (64² × 8 frames), {points[0].videos} H.264 files of "
           f"{args.ingest_seconds:g} s at {args.ingest_size}², clips of {SCENE_S:g} s, "
-          f"{args.ingest_concurrency} concurrent calls")
+          f"{args.ingest_concurrency} concurrent calls, median of {args.ingest_rounds} interleaved rounds")
     print(f"{'runtime':36} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'video MB/s':>11}")
     for p in points:
         print(f"{p.runtime:36} {p.clips:>6} {p.seconds:>8.2f} {p.clips_per_s:>8.1f} "
@@ -520,8 +530,9 @@ def main() -> None:
     parser.add_argument("--ingest", action="store_true", help="measure Ingest on three runtimes instead")
     parser.add_argument("--ingest-videos", type=int, default=8)
     parser.add_argument("--ingest-seconds", type=float, default=20.0)
-    parser.add_argument("--ingest-size", type=int, default=320, help="frame width and height, pixels")
+    parser.add_argument("--ingest-size", type=int, default=480, help="frame width and height, pixels")
     parser.add_argument("--ingest-concurrency", type=int, default=2)
+    parser.add_argument("--ingest-rounds", type=int, default=3, help="the median of these rounds is shown")
     parser.add_argument("--n", type=int, default=1_000_000, help="clips per index")
     parser.add_argument("--requests", type=int, default=400, help="Search calls per concurrency level")
     parser.add_argument("--towers", default="demo,b16-text", help="comma-separated: demo, b16-text")
