@@ -26,16 +26,18 @@ unit: setup triton-env browser
 
 # The Triton server of the export tests: the tritonserver bundled in nvidia-pytriton, with the
 # Python backend. PyTriton needs numpy < 2, so it gets its own environment (and onnxruntime, which
-# the exported Python-backend models run inside the server).
+# the exported Python-backend models run inside the server; PyAV and this vidsearch, without its
+# dependencies, for `video_preprocess`, which decodes on the server with vidsearch's own PyAV path).
 TRITON_VENV  := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
 triton-env: $(TRITON_STAMP)
 
-$(TRITON_STAMP):
+$(TRITON_STAMP): pyproject.toml
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check \
-		"nvidia-pytriton==0.7.0" "numpy>=1.26,<2" "onnxruntime>=1.20"
+		"nvidia-pytriton==0.7.0" "numpy>=1.26,<2" "onnxruntime>=1.20" "av==18.1.0"
+	$(TRITON_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(TRITON_STAMP)
 
 # The web page's tests drive Debian's chromium through its chromedriver (never a downloaded browser).

@@ -37,6 +37,20 @@ min(text tower batched peak, index batched peak) (issue 15 target ≥ 0.8). `--r
 probes the text tower with that runtime kind (a GPU runtime), through `Runtime.embed_text_batch`.
 
 Prints a table and writes benchmarks/results/serving.json.
+
+`--ingest` measures Ingest instead (issue 15: where video is decoded): the demo model exported for
+the CPU target (its repository has the `viclip_video_embed` ensemble), real H.264 files written
+here, one Triton server (`make triton-env`) over the repository, and `vidsearch serve` three ways in
+the same run: the embedded runtime (decoding and ONNX Runtime in the serving process), Triton with
+the ensemble (encoded bytes and frame numbers sent; the server decodes), and Triton decoding
+in-process (the runtime reads a copy of the repository without the ensemble, as with an older
+export, and sends clip tensors). Each ingests the same files (`--ingest-concurrency` concurrent
+Ingest calls, one file each) after a one-file warm-up, in `--ingest-rounds` rounds interleaved over
+the three servers (running side by side); the median round's clips/s and MB of video/s.
+
+    .venv/bin/python benchmarks/serving.py --ingest          # about 3 minutes on 2 cores
+
+Prints a table and writes benchmarks/results/serving-ingest.json.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,16 +216,18 @@ def build_index(repository: Path, n: int, out: Path, gpu: GpuPolicy = GpuPolicy.
 
 
 def start_server(repository: Path, index: Path, workdir: Path, max_batch: int,
-                 threads: int, settings: str = "port = 0\n", runtime: str = ""
-                 ) -> tuple[subprocess.Popen[bytes], str]:
+                 threads: int, settings: str = "port = 0\n", runtime: str = "", sections: str = "",
+                 name: str = "") -> tuple[subprocess.Popen[bytes], str]:
     """`vidsearch serve` in its own process; its address, read from its JSON log. `settings`: more
-    top-level lines of its configuration file; `runtime`: more lines of its [runtime] section."""
-    config = workdir / f"server-{repository.name}.toml"
+    top-level lines of its configuration file; `runtime`: more lines of its [runtime] section;
+    `sections`: more sections."""
+    name = name or repository.name
+    config = workdir / f"server-{name}.toml"
     config.write_text(f'{settings}metrics_port = 0\nindex = "{index}"\nlog_level = "INFO"\n'
                       f'[runtime]\nmodel_repository = "{repository}"\nmax_batch = {max_batch}\n'
                       f"threads = {threads}\n{runtime}"
-                      "[limits]\nmax_concurrent_rpcs = 64\n")
-    log = workdir / f"server-{repository.name}.log"
+                      f"[limits]\nmax_concurrent_rpcs = 64\n{sections}")
+    log = workdir / f"server-{name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-c", "from vidsearch.cli import app; app()", "serve",
                                     "--config", str(config)], stderr=sink)
@@ -465,8 +482,120 @@ def report(results: list[Result]) -> None:
                   f"{verdict})")
 
 
+INGEST_RESULTS = Path(__file__).parent / "results" / "serving-ingest.json"
+SCENE_S = 2.0  # a synthetic scene: SynthSpec's 20 frames at 10 fps
+
+
+@dataclass
+class IngestPoint:
+    runtime: str
+    videos: int
+    clips: int
+    seconds: float
+    clips_per_s: float
+    video_mb_per_s: float
+
+
+def ingest_videos(folder: Path, count: int, seconds: float, size: int) -> list[Path]:
+    """`count` H.264 files of `seconds` each, `size`² pixels, of the synthetic scenes."""
+    from vidsearch.training.synthetic import SynthSpec, plan, scene_frames, write_mp4
+
+    scenes = max(1, round(seconds / SCENE_S))
+    spec = SynthSpec(n=max(2, count * scenes), seed=5, size=size)
+    planned = plan(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number in range(count):
+        frames = np.concatenate([scene_frames(spec, planned[number * scenes + k]) for k in range(scenes)])
+        path = folder / f"video-{number}.mp4"
+        write_mp4(path, frames, spec.fps, spec.crf)
+        paths.append(path)
+    return paths
+
+
+def ingest_once(address: str, videos: list[Path], concurrency: int, replace: bool) -> tuple[int, float]:
+    """Ingest every file (`concurrency` calls at a time, one file each); clips added and seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidsearch.client import SearchClient
+
+    with SearchClient(address) as client:
+        def one(path: Path) -> int:
+            (outcome,) = client.ingest([path.name], replace=replace, clip_length_s=SCENE_S, timeout_s=600)
+            if outcome.error_code:
+                raise RuntimeError(f"ingest {path.name}: {outcome.error_code} {outcome.error}")
+            return outcome.clips
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            clips = sum(pool.map(one, videos))
+        return clips, time.perf_counter() - started
+
+
+def run_ingest(args: argparse.Namespace, workdir: Path) -> list[IngestPoint]:
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/ (the Triton server launcher)
+    from tools.triton_server import TritonServer, find_triton
+
+    repository = export("demo", workdir)
+    older = workdir / "repository-demo-without-ensemble"
+    shutil.copytree(repository, older,
+                    ignore=shutil.ignore_patterns("video_preprocess", "viclip_video_embed"))
+    videos = ingest_videos(workdir / "videos", args.ingest_videos, args.ingest_seconds, args.ingest_size)
+    megabytes = sum(v.stat().st_size for v in videos) / 1e6
+    env = Path(__file__).resolve().parents[1] / ".venv-triton"
+    points = []
+    with TritonServer(find_triton(env), repository, startup_timeout_s=180) as triton:
+        on_triton = f'kind = "triton"\ntriton_url = "{triton.url}"\n'
+        runtimes = {
+            "embedded": (repository, ""),
+            "triton, ensemble (server decodes)": (repository, on_triton),
+            "triton, in-process decode": (older, on_triton),
+        }
+        settings = f'port = 0\nallowed_roots = ["{workdir / "videos"}"]\n'
+        servers = {}
+        try:
+            for number, (label, (repo, runtime)) in enumerate(runtimes.items()):
+                servers[label] = start_server(repo, workdir / f"index-{number}", workdir, MAX_BATCH,
+                                              args.threads, settings, runtime, "[http]\nenabled = false\n",
+                                              name=f"ingest-{number}")
+                ingest_once(servers[label][1], videos[:1], 1, replace=False)  # warm-up, the index's first add
+            times: dict[str, list[float]] = {label: [] for label in runtimes}
+            for round_ in range(args.ingest_rounds):  # interleaved: a change of load hits all alike
+                for label, (_, address) in servers.items():
+                    clips, seconds = ingest_once(address, videos, args.ingest_concurrency, replace=True)
+                    times[label].append(seconds)
+                    print(f"round {round_}, {label}: {clips} clips in {seconds:.2f} s", flush=True)
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+        for label, measured in times.items():
+            seconds = statistics.median(measured)
+            points.append(IngestPoint(label, len(videos), clips, seconds, clips / seconds,
+                                      megabytes / seconds))
+    return points
+
+
+def report_ingest(points: list[IngestPoint], args: argparse.Namespace) -> None:
+    print(f"\nIngest, demo model (64² × 8 frames), {points[0].videos} H.264 files of "
+          f"{args.ingest_seconds:g} s at {args.ingest_size}², clips of {SCENE_S:g} s, "
+          f"{args.ingest_concurrency} concurrent calls, median of {args.ingest_rounds} interleaved rounds")
+    print(f"{'runtime':36} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'video MB/s':>11}")
+    for p in points:
+        print(f"{p.runtime:36} {p.clips:>6} {p.seconds:>8.2f} {p.clips_per_s:>8.1f} "
+              f"{p.video_mb_per_s:>11.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ingest", action="store_true", help="measure Ingest on three runtimes instead")
+    parser.add_argument("--ingest-videos", type=int, default=8)
+    parser.add_argument("--ingest-seconds", type=float, default=20.0)
+    parser.add_argument("--ingest-size", type=int, default=480, help="frame width and height, pixels")
+    parser.add_argument("--ingest-concurrency", type=int, default=2)
+    parser.add_argument("--ingest-rounds", type=int, default=3, help="the median of these rounds is shown")
     parser.add_argument("--n", type=int, default=1_000_000, help="clips per index")
     parser.add_argument("--requests", type=int, default=400, help="Search calls per concurrency level")
     parser.add_argument("--towers", default="demo,b16-text", help="comma-separated: demo, b16-text")
@@ -478,6 +607,19 @@ def main() -> None:
     parser.add_argument("--runtime", default=None, help="runtime kind of the server and the text probes "
                         "(default: the embedded ONNX Runtime)")
     args = parser.parse_args()
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
+               "threads": args.threads}
+    if args.ingest:
+        with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
+            points = run_ingest(args, Path(tmp))
+        report_ingest(points, args)
+        out = INGEST_RESULTS if args.out == RESULTS else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        settings = {k: v for k, v in vars(args).items() if k.startswith("ingest_")}
+        out.write_text(json.dumps({"machine": {**machine, "load_after": os.getloadavg()},
+                                   "settings": settings, "points": [asdict(p) for p in points]}, indent=2))
+        print(f"\nwrote {out}")
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         for tower in args.towers.split(","):
@@ -486,8 +628,7 @@ def main() -> None:
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg(),
-                    "threads": args.threads},
+        "machine": machine,
         "results": [{**asdict(r), "overhead_ms": r.overhead_ms, "c32_fraction": r.c32_fraction,
                      "bound_per_s": r.bound_per_s, "c32_bound_fraction": r.c32_bound_fraction,
                      "c32_min_fraction": r.c32_min_fraction}

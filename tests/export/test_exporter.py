@@ -41,7 +41,8 @@ def copy_of(repository: Path, tmp_path: Path) -> Path:
 
 
 def test_cpu_export_writes_a_self_describing_repository(cpu_repository: Path, tiny_viclip: TinyModel) -> None:
-    assert sorted(p.name for p in cpu_repository.iterdir()) == ["viclip_text", "viclip_vision"]
+    assert sorted(p.name for p in cpu_repository.iterdir()) == ["viclip_text", "viclip_video_embed",
+                                                                 "viclip_vision", "video_preprocess"]
     checkpoint_sha = hashlib.sha256(tiny_viclip.checkpoint.read_bytes()).hexdigest()
     backend_model = resources.files("vidsearch.export.python_backend").joinpath("model.py").read_bytes()
     for name, task in (("viclip_text", "text_embedding"), ("viclip_vision", "video_embedding")):
@@ -85,19 +86,44 @@ def test_cpu_export_writes_a_self_describing_repository(cpu_repository: Path, ti
     assert len(preprocess["digest"]) == 16  # type: ignore[index]
 
 
+def test_the_cpu_export_writes_the_gpu_targets_ensemble_with_a_pyav_preprocessing_model(
+        cpu_repository: Path) -> None:
+    configs = {name: triton_config.parse((cpu_repository / name / "config.pbtxt").read_text())
+               for name in ("video_preprocess", "viclip_video_embed")}
+    preprocess, ensemble = configs["video_preprocess"], configs["viclip_video_embed"]
+    assert preprocess.backend == "python"
+    assert [(i.name, i.data_type, list(i.dims), i.allow_ragged_batch) for i in preprocess.input] == [
+        ("encoded", mc.TYPE_UINT8, [-1], True), ("frames", mc.TYPE_INT32, [8], False)
+    ]
+    assert [(o.name, list(o.dims)) for o in preprocess.output] == [("clip", [8, 3, 32, 32])]
+    source = resources.files("vidsearch.export.python_backend").joinpath("video_model.py").read_bytes()
+    assert (cpu_repository / "video_preprocess" / "1" / "model.py").read_bytes() == source
+    assert (ensemble.platform, ensemble.max_batch_size) == ("ensemble", MAX_BATCH)
+    assert [(i.name, list(i.dims)) for i in ensemble.input] == [("VIDEO", [-1]), ("FRAME_INDICES", [8])]
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["video_preprocess", "viclip_vision"]
+    vision = manifest(cpu_repository, "viclip_vision")
+    for name in ("video_preprocess", "viclip_video_embed"):
+        assert manifest(cpu_repository, name)["preprocess"] == vision["preprocess"]
+    assert manifest(cpu_repository, "viclip_video_embed")["engine"] == {"serving": "ensemble",
+                                                                        "max_batch": MAX_BATCH}
+
+
 def test_a_second_export_adds_a_version_and_leaves_the_first_untouched(
     cpu_repository: Path, tiny_viclip: TinyModel, tmp_path: Path
 ) -> None:
     out = copy_of(cpu_repository, tmp_path)
     before = snapshot(out)
     result = export_model(export_config(tiny_viclip, out, max_batch=MAX_BATCH, cpu_threads=1))
-    assert [(m.name, m.version) for m in result.models] == [("viclip_text", 2), ("viclip_vision", 2)]
+    assert [(m.name, m.version) for m in result.models] == [
+        ("viclip_text", 2), ("viclip_vision", 2), ("video_preprocess", 2), ("viclip_video_embed", 2)]
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k in before} == before
-    assert sorted(set(after) - set(before)) == [
-        f"{model}/2/{file}" for model in ("viclip_text", "viclip_vision")
-        for file in ("model.onnx", "model.py", "model.safetensors", "vidsearch.json")
-    ]
+    assert sorted(set(after) - set(before)) == sorted([
+        *(f"{model}/2/{file}" for model in ("viclip_text", "viclip_vision")
+          for file in ("model.onnx", "model.py", "model.safetensors", "vidsearch.json")),
+        "viclip_video_embed/2/vidsearch.json", "video_preprocess/2/model.py",
+        "video_preprocess/2/vidsearch.json",
+    ])
     assert manifest(out, "viclip_text", 2)["version"] == 2
     assert staging_leftovers(tmp_path) == []
 

@@ -191,6 +191,23 @@ def test_towers_of_different_checkpoints_are_refused(repository: Repository, tmp
         read_repository(RuntimeConfig(model_repository=mixed))
 
 
+def test_the_decoding_ensemble_is_read_only_where_it_serves_the_vision_model(repository: Repository,
+                                                                             tmp_path: Path) -> None:
+    assert read_repository(RuntimeConfig(model_repository=repository.path)).video_embed is not None
+    copy = tmp_path / "repo"
+    shutil.copytree(repository.path, copy)
+    manifest = copy / "viclip_video_embed" / "1" / "vidsearch.json"
+    data = json.loads(manifest.read_text())
+    del data["engine"]  # as the GPU exports before the CPU target had it: no batch limit to read
+    manifest.write_text(json.dumps(data))
+    assert read_repository(RuntimeConfig(model_repository=copy)).video_embed is None
+    data["engine"] = {"max_batch": 4}
+    data["source"]["checkpoint_sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="viclip_video_embed/1 was exported from another checkpoint"):
+        read_repository(RuntimeConfig(model_repository=copy))
+
+
 def test_the_newest_version_is_served(repository: Repository, tmp_path: Path) -> None:
     versions = tmp_path / "repo"
     shutil.copytree(repository.path, versions)

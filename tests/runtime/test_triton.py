@@ -1,16 +1,24 @@
 """The Triton runtime against a real Triton server (the `tritonserver` of nvidia-pytriton, Python backend,
-on the CPU) serving the same repository: it must answer exactly as the embedded runtime does."""
+on the CPU) serving the same repository: it must answer exactly as the embedded runtime does, decoding
+video on the server (the `viclip_video_embed` ensemble) as the embedded runtime decodes it in-process."""
 
+import logging
 import os
+import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from tools.triton_server import TritonServer, find_triton
-from vidsearch.errors import RuntimeUnavailableError
+from vidsearch.errors import ConfigError, RuntimeUnavailableError, VideoDecodeError
 from vidsearch.runtime import ModelRuntime, RuntimeConfig, open_runtime
+from vidsearch.video import Clip, ClipSpec, Preprocess, probe, probe_timeline, read_clips, segment
+from vidsearch.video.dali import clip_frame_numbers
+from vidsearch.video.decode import read_clips_at
 
 from .models import Repository
 
@@ -77,6 +85,90 @@ def test_the_service_answers_the_same_on_either_runtime(triton: TritonServer, re
             assert [o.clips for o in client.ingest([v.name for v in videos])] == [3, 3]
             assert client.index_stats().runtime == kind
             hits = client.search("a red circle moves to the left", top_k=6).hits
-            answers.append([(h.clip_id, h.score) for h in hits])
-    assert [c for c, _ in answers[0]] == [c for c, _ in answers[1]]
-    np.testing.assert_allclose([s for _, s in answers[0]], [s for _, s in answers[1]], atol=1e-5)
+            # SearchByVideo and EmbedVideo decode on the Triton server (the ensemble), here in-process
+            asked = videos[1].read_bytes()
+            similar = client.search_by_video(video=asked, start_s=2.0, end_s=4.0, top_k=6).hits
+            embedded = client.embed_video(video=videos[0].read_bytes(), clip_length_s=SCENE_S).embeddings
+            with pytest.raises(grpc.RpcError) as garbage:
+                client.embed_video(video=b"not a video" * 100, clip_length_s=SCENE_S)
+            answers.append(([(h.clip_id, h.score) for h in hits], [(h.clip_id, h.score) for h in similar],
+                            embedded, (garbage.value.code(), garbage.value.details())))
+    for remote, local in zip(answers[0][:2], answers[1][:2], strict=True):
+        assert [c for c, _ in remote] == [c for c, _ in local]
+        np.testing.assert_allclose([s for _, s in remote], [s for _, s in local], atol=1e-5)
+    assert answers[0][1][0][0] == f"{videos[1].name}#00001"  # the clip asked about finds itself first
+    np.testing.assert_allclose(answers[0][2], answers[1][2], atol=1e-5)
+    assert answers[0][3] == answers[1][3]
+    assert answers[0][3][0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def h264(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from .models import write_videos
+
+    return write_videos(tmp_path_factory.mktemp("h264"), 2)
+
+
+def _clips(video: Path, spec: Preprocess) -> tuple[list[Clip], list[np.ndarray]]:
+    clips = segment(probe(video), ClipSpec(length_s=1.0))
+    return clips, clip_frame_numbers(probe_timeline(video).timeline, clips, spec)
+
+
+def test_the_ensemble_decodes_on_the_server_as_the_embedded_runtime_does(
+        runtimes: tuple[ModelRuntime, ModelRuntime], h264: list[Path]) -> None:
+    remote, local = runtimes
+    assert remote.decodes_on_server
+    assert not local.decodes_on_server
+    spec = local.facts.vision.preprocess
+    assert spec is not None
+    for video in h264:
+        clips, frames = _clips(video, spec)
+        assert len(clips) == 6  # two requests of the ensemble (batch limit 4)
+        served = remote.embed_encoded(video.read_bytes(), frames, name=video.name)
+        here = local.embed_video(np.stack([tensor for _, tensor in read_clips(video, clips, spec)]))
+        np.testing.assert_allclose(served, here, atol=1e-5)
+        assert float(np.min(np.sum(served * here, axis=1))) >= 0.9999
+
+
+def test_bad_video_through_the_ensemble_is_the_embedded_paths_decode_error(
+        runtimes: tuple[ModelRuntime, ModelRuntime], h264: list[Path]) -> None:
+    remote, local = runtimes
+    spec = local.facts.vision.preprocess
+    assert spec is not None
+    _, frames = _clips(h264[0], spec)
+    past_end = [np.arange(100, 100 + spec.frames, dtype=np.int32)]  # the video has 60 frames
+    for data, wanted in ((b"\x00garbage" * 500, frames[:1]), (b"", frames[:1]),
+                         (h264[0].read_bytes(), past_end)):
+        with pytest.raises(VideoDecodeError) as here:
+            list(read_clips_at(data, wanted, spec))
+        with pytest.raises(VideoDecodeError) as served:
+            remote.embed_encoded(data, wanted, name="upload.mp4")
+        assert served.value.path == "upload.mp4"
+        assert served.value.reason == here.value.reason
+    assert "frame 100 is past the end (the video has 60 frames" in served.value.reason
+
+
+def test_without_the_ensemble_video_is_decoded_in_this_process(
+        triton: TritonServer, repository: Repository, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from vidsearch.runtime.repository import read_repository
+    from vidsearch.runtime.triton import TritonBackend
+
+    older = tmp_path / "older"  # a repository exported before the ensemble: its towers only
+    shutil.copytree(repository.path, older,
+                    ignore=shutil.ignore_patterns("video_preprocess", "viclip_video_embed"))
+    config = RuntimeConfig(kind="triton", model_repository=older, triton_url=triton.url)
+    with caplog.at_level(logging.WARNING), open_runtime(config) as runtime:
+        assert not runtime.decodes_on_server
+        with pytest.raises(ConfigError, match="decode the clips and call embed_video"):
+            runtime.embed_encoded(b"", [])
+    assert "the repository has no video-decoding ensemble" in caplog.text
+    caplog.clear()
+    # the repository has it, the server does not (serving another version): decoded here as well
+    models = read_repository(RuntimeConfig(kind="triton", model_repository=repository.path))
+    assert models.video_embed is not None
+    models = replace(models, video_embed=replace(models.video_embed, version=7))
+    with caplog.at_level(logging.WARNING), \
+            ModelRuntime(models, TritonBackend(models, triton.url), config) as runtime:
+        assert not runtime.decodes_on_server
+    assert "the server has no video-decoding ensemble" in caplog.text

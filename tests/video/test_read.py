@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 
+from vidsearch.errors import VideoDecodeError
 from vidsearch.video import (
     Clip,
     ClipSpec,
@@ -14,11 +15,14 @@ from vidsearch.video import (
     SamplingRule,
     get_preprocess_preset,
     probe,
+    probe_timeline,
     read_clips,
     read_frames,
     sample_timestamps,
     segment,
 )
+from vidsearch.video.dali import clip_frame_numbers
+from vidsearch.video.decode import read_clips_at
 from vidsearch.video.transform import frame_to_rgb, normalise_clip, prepare_frame
 
 from .media import VideoFactory, VideoSpec, packet_layout, read_code, unnormalise
@@ -165,6 +169,26 @@ def test_clips_in_any_order_and_overlapping_each_come_once(video_factory: VideoF
     assert sorted(got) == [0, 1, 2, 3]
     assert [read_code(f) for f in got[1].frames] == [3, 11, 18, 26]
     assert [read_code(f) for f in got[0].frames] == [37, 52, 67, 82]
+
+
+def test_clips_given_by_frame_numbers_read_as_sampling_picks_them(video_factory: VideoFactory) -> None:
+    """What a server decoding for a client runs (`read_clips_at`, Triton's video_preprocess): the
+    client's frame numbers give the tensors `read_clips` gives, on H.264 with B-frames."""
+    path = video_factory.make(frames=120, gop=15)
+    spec = get_preprocess_preset("viclip")
+    clips = segment(probe(path), ClipSpec(length_s=1.0))
+    timeline = probe_timeline(path).timeline
+    assert timeline is not None
+    numbers = clip_frame_numbers(timeline, clips, spec)
+    expected = list(read_clips(path, clips, spec))
+    got = list(read_clips_at(path.read_bytes(), numbers, spec))
+    assert [c.index for c, _ in got] == [c.index for c, _ in expected] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(VideoDecodeError, match=r"clip 1: frame 120 is past the end \(the video has 120 fr"):
+        list(read_clips_at(path, [numbers[0], [*numbers[1][:-1], 120]], spec))
+    with pytest.raises(VideoDecodeError, match="clip 0: no frame numbers"):
+        list(read_clips_at(path, [[]], spec))
 
 
 def test_no_clips_reads_nothing(video_factory: VideoFactory) -> None:

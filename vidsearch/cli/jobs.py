@@ -32,9 +32,10 @@ def embed_command(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call [model max].")] = None,
     shard_clips: Annotated[int, typer.Option(min=1, help="Clips per shard commit.")] = 8192,
     queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
-    decoder: Annotated[Literal["auto", "pyav", "dali"], typer.Option(
-        help="auto: DALI on a GPU when installed, else PyAV. dali without a GPU: DALI's CPU decoder "
-             "(VP8/VP9/MJPEG; PyAV the rest).")] = "auto",
+    decoder: Annotated[Literal["auto", "pyav", "dali", "server"], typer.Option(
+        help="auto: the Triton server when it has the decoding ensemble, else DALI on a GPU when "
+             "installed, else PyAV. dali without a GPU: DALI's CPU decoder (VP8/VP9/MJPEG; PyAV the "
+             "rest).")] = "auto",
     runtime: Annotated[Literal["auto", "embedded", "torch", "triton"], typer.Option(
         help="Model runtime: auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX "
              "Runtime), torch (PyTorch in-process) or triton.")] = "embedded",

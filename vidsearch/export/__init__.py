@@ -2,8 +2,9 @@
 
 `export_model(ExportConfig(...))` is the whole job (`vidsearch export` on the command line); the
 modules are its seams: `graphs` (what is exported), `onnx_export`, `parity`, `tensorrt`,
-`triton_config`, `repository`, `gpu_models` + `dali` (the GPU-only models), `python_backend` (the
-model that serves ONNX Runtime inside Triton on the CPU). The local Triton server the tests start
+`triton_config`, `repository`, `video_models` (the models that decode on the server: DALI on the GPU
+target, PyAV on the CPU target), `python_backend` (the models that run ONNX Runtime and PyAV inside
+Triton on the CPU). The local Triton server the tests start
 lives outside the package, in `tools/triton_server.py`.
 Names are imported on first use, so importing the package loads neither torch nor ONNX.
 """

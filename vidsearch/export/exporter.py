@@ -21,7 +21,7 @@ import numpy as np
 
 from vidsearch import __version__
 from vidsearch.errors import CheckpointError, ConfigError, ExportError
-from vidsearch.export import gpu_models, tensorrt, triton_config
+from vidsearch.export import tensorrt, triton_config, video_models
 from vidsearch.export.config import ExportConfig, Precision
 from vidsearch.export.graphs import Graph, architecture, graphs_for
 from vidsearch.export.inputs import decoded_clips, random_batch, real_inputs
@@ -248,7 +248,7 @@ def _graph_manifest(graph: Graph) -> dict[str, Any]:
     }
 
 
-def _reserve(ctx: _Context, graphs: list[Graph], extra: list[gpu_models.ExtraModel]) -> None:
+def _reserve(ctx: _Context, graphs: list[Graph], extra: list[video_models.ExtraModel]) -> None:
     for graph in graphs:
         model_config, _ = _model_config(graph, ctx)
         ctx.stage.reserve(graph.name, _identity(ctx, graph.name, graph.task, model_config), model_config)
@@ -256,7 +256,7 @@ def _reserve(ctx: _Context, graphs: list[Graph], extra: list[gpu_models.ExtraMod
         ctx.stage.reserve(model.name, _identity(ctx, model.name, model.task, model.config), model.config)
 
 
-def _write_extra(ctx: _Context, model: gpu_models.ExtraModel) -> ExportedModel:
+def _write_extra(ctx: _Context, model: video_models.ExtraModel) -> ExportedModel:
     version_dir = ctx.stage.version_dir(model.name)
     for name, payload in model.files.items():
         (version_dir / name).write_bytes(payload)
@@ -295,7 +295,7 @@ def export_model(config: ExportConfig) -> ExportResult:
         ctx = _Context(config, family, config.model, architecture(model), checkpoint, trt, _serving(config),
                        stage)
         vision = next((g for g in graphs if g.name == VISION_MODEL), None)
-        extra = gpu_models.video_models(vision, ctx.serving) if config.target == "gpu" and vision else []
+        extra = video_models.video_models(vision, ctx.serving, config.target) if vision else []
         _reserve(ctx, graphs, extra)
         exported = [_export_graph(graph, ctx) for graph in graphs]
         exported += [_write_extra(ctx, model_) for model_ in extra]

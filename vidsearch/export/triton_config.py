@@ -125,6 +125,16 @@ def python_config(graph: Graph, serving: Serving) -> "mc.ModelConfig":
     return config
 
 
+def python_video_config(name: str, serving: Serving, inputs: Sequence[TensorSpec], output: TensorSpec
+                        ) -> "mc.ModelConfig":
+    """Triton's Python backend running vidsearch's `video_model.py`: encoded bytes → frames, with PyAV
+    on the CPU (the CPU target's `video_preprocess`)."""
+    config = _base(name, serving, inputs, [output])
+    config.backend = "python"
+    _parameters(config, {"decode_threads": str(serving.cpu_threads)})
+    return config
+
+
 def dali_config(name: str, serving: Serving, inputs: Sequence[TensorSpec], output: TensorSpec
                 ) -> "mc.ModelConfig":
     """Triton's DALI backend running a serialized pipeline (`model.dali`): encoded bytes → frames."""

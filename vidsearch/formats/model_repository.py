@@ -36,6 +36,14 @@ LOGITS = "LOGITS"  # the classifier's class scores before softmax
 FEATURES = "FEATURES"  # the classifier's pooled features
 WEIGHTS = "model.safetensors"  # a version's PyTorch weights (the tower's tensors only), for the torch runtime
 
+# The ensemble that decodes on the server: a whole encoded file (uint8, one row per clip) and the clip's
+# frame numbers (int32, presentation order, `vidsearch.video.dali.clip_frame_numbers`) → the vision
+# tower's outputs. Its preprocessing model answers a video it cannot decode with an error whose
+# message starts with DECODE_ERROR_PREFIX (then the reason), so clients raise VideoDecodeError again.
+VIDEO_EMBED_MODEL = "viclip_video_embed"
+VIDEO_EMBED_INPUTS = ("VIDEO", "FRAME_INDICES")
+DECODE_ERROR_PREFIX = "VideoDecodeError: "
+
 
 class PreprocessSpec(Protocol):
     """A preprocessing spec as the description stores it (`vidsearch.video.Preprocess`)."""

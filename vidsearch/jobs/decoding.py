@@ -1,6 +1,10 @@
 """The decode stage: one video → its clips' model input, then one end marker. Runs in worker processes
 (local engine) or Ray tasks, so it imports only `vidsearch.video` and its arguments pickle.
 
+With the `server` decoder (a Triton runtime whose server has the `viclip_video_embed` ensemble) a
+video is not decoded here: its file is read once and sent on as an `EncodedVideo` with each clip's
+frame numbers, and the model process hands both to the server, which decodes by the same rules.
+
 Whatever goes wrong with a video ends up in its `VideoEnd` (never raised): a job must not stop for a
 bad file. A clip the decoder cannot produce is left out and named in a non-fatal failure, and so is a
 file cut off before the length its headers claim (its readable part goes in); a video that cannot
@@ -37,11 +41,12 @@ from vidsearch.video import (
     read_clips,
 )
 from vidsearch.video import segment as segment_video
+from vidsearch.video.dali import encoded_clip_frames
 from vidsearch.video.source import Deadline, load_input
 
 log = logging.getLogger(__name__)
 
-Decoder = Literal["pyav", "dali"]
+Decoder = Literal["pyav", "dali", "server"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,16 @@ class ClipTensor:
 
 
 @dataclass(frozen=True)
+class EncodedVideo:
+    """A whole video for a server that decodes: its encoded file and each clip's frame numbers."""
+
+    video_id: str
+    data: bytes
+    clips: tuple[Clip, ...]
+    frames: tuple[NDArray[np.int32], ...]
+
+
+@dataclass(frozen=True)
 class VideoEnd:
     """The last event of a video: how many clips were produced, and what failed (fatal: the whole video)."""
 
@@ -106,10 +121,17 @@ def gpu_count() -> int:
         return 0
 
 
-def resolve_decoder(wanted: Literal["auto", "pyav", "dali"]) -> tuple[Decoder, Literal["cpu", "gpu"]]:
-    """The decoder and where DALI runs. `auto` picks DALI on the GPU (NVDEC) when DALI and a GPU are
-    present, PyAV otherwise; `dali` without a GPU runs DALI's CPU decoder (VP8, VP9, MJPEG; other
-    codecs fall back to PyAV, each with a warning)."""
+def resolve_decoder(wanted: Literal["auto", "pyav", "dali", "server"], server_decodes: bool = False
+                    ) -> tuple[Decoder, Literal["cpu", "gpu"]]:
+    """The decoder and where DALI runs. `auto` picks the server when the runtime decodes on its server
+    (`server_decodes`), DALI on the GPU (NVDEC) when DALI and a GPU are present, PyAV otherwise; `dali`
+    without a GPU runs DALI's CPU decoder (VP8, VP9, MJPEG; other codecs fall back to PyAV, each with a
+    warning)."""
+    if wanted == "server" and not server_decodes:
+        raise ConfigError("--decoder server needs --runtime triton and a server with the viclip_video_embed "
+                          "ensemble (export the model again with this vidsearch) and the local engine")
+    if wanted == "server" or (wanted == "auto" and server_decodes):
+        return "server", "cpu"
     gpus = gpu_count() if wanted != "pyav" else 0
     if wanted != "dali":
         return ("dali", "gpu") if gpus else ("pyav", "cpu")
@@ -153,6 +175,19 @@ def _read(item: WorkItem, settings: DecodeSettings, scenes: list[float],
     return probed.info, clips, iter(frames), frames.stats.failed_clips
 
 
+def _encoded(item: WorkItem, settings: DecodeSettings, scenes: list[float],
+             on_probe: Callable[[VideoInfo], None] | None) -> tuple[VideoInfo, list[Clip], EncodedVideo]:
+    """Read, probe and cut one video for a server that decodes: the file is read and demuxed once."""
+    limit = settings.read.time_limit_s
+    data = load_input(item.path, Deadline(item.path, limit))
+    probed = probe_timeline(data, limit)
+    if on_probe is not None:
+        on_probe(probed.info)
+    clips = segment_video(probed.info, settings.clips, scenes)
+    data, _, frames = encoded_clip_frames(data, clips, settings.preprocess, limit, probed)
+    return probed.info, clips, EncodedVideo(item.video_id, data.getvalue(), tuple(clips), tuple(frames))
+
+
 def _message(exc: Exception) -> str:
     return exc.reason if isinstance(exc, VideoDecodeError) else str(exc) or repr(exc)
 
@@ -171,17 +206,24 @@ def _partial(item: WorkItem, info: VideoInfo, clips: int, skipped: list[tuple[in
     return Failure(item.video_id, item.uri, kind, "; ".join(problems))
 
 
-def decode_video(item: WorkItem, settings: DecodeSettings,
-                 on_probe: Callable[[VideoInfo], None] | None = None) -> Iterator[ClipTensor | VideoEnd]:
-    """The clips of one video in order, then exactly one `VideoEnd`. `on_probe` learns the video's
-    facts once probed (the local engine's watchdog sizes the time limit by its length)."""
+def decode_video(item: WorkItem, settings: DecodeSettings, on_probe: Callable[[VideoInfo], None] | None = None
+                 ) -> Iterator[ClipTensor | EncodedVideo | VideoEnd]:
+    """The clips of one video in order (or, for the server decoder, the one `EncodedVideo`), then
+    exactly one `VideoEnd`. `on_probe` learns the video's facts once probed (the local engine's
+    watchdog sizes the time limit by its length)."""
     count = 0
     try:
         scenes = detect_cuts(item.path, settings.scenes) if settings.scenes is not None else []
-        info, clips, stream, skipped = _read(item, settings, scenes, on_probe)
-        for clip, tensor in stream:
-            count += 1
-            yield ClipTensor(item.video_id, clip, tensor)
+        if settings.decoder == "server":
+            info, clips, encoded = _encoded(item, settings, scenes, on_probe)
+            count = len(clips)
+            skipped: list[tuple[int, str]] = []
+            yield encoded
+        else:
+            info, clips, stream, skipped = _read(item, settings, scenes, on_probe)
+            for clip, tensor in stream:
+                count += 1
+                yield ClipTensor(item.video_id, clip, tensor)
     except Exception as exc:  # any failure of one video is recorded, and the job goes on
         error = Failure(item.video_id, item.uri, type(exc).__name__, _message(exc))
         yield VideoEnd(item.video_id, count, error, fatal=True)

@@ -3,6 +3,9 @@
     main ─► a pipe each (1 item ahead) ─► N decoding processes ─► a pipe each (queue_clips in all) ─► main:
     batches of clips across videos ─► runtime.embed_video ─► JobOutput (assemble, shard, ledger)
 
+(With the `server` decoder the processes send each video's encoded file and frame numbers instead,
+and the main process hands them to `runtime.embed_encoded`: the Triton server decodes.)
+
 Decoding runs in other processes while the main process runs the model, so one hides behind the
 other; each process's bounded buffer stops decoders that run ahead (backpressure), and nothing held
 grows with the size of the collection. Each process has pipes of its own (`processes.py`): one that
@@ -27,9 +30,12 @@ from multiprocessing.connection import Connection, wait
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.errors import VideoDecodeError
 from vidsearch.jobs.decoding import (
     ClipTensor,
     DecodeSettings,
+    EncodedVideo,
+    Failure,
     VideoEnd,
     WorkerProbed,
     WorkerStarted,
@@ -65,6 +71,17 @@ class ClipBatches:
             self._output.clip(clip.video_id, clip.clip, vector)
         self._clips = []
 
+    def encoded(self, video: EncodedVideo) -> Failure | None:
+        """Embed a whole video on the server that decodes it; a video it cannot decode is a failure of
+        that video (returned, for its `VideoEnd`), never of the job."""
+        uri = self._output.uri(video.video_id)
+        try:
+            vectors = self._runtime.embed_encoded(video.data, video.frames, name=uri)
+        except VideoDecodeError as err:
+            return Failure(video.video_id, uri, type(err).__name__, err.reason)
+        self._output.clips(video.video_id, list(video.clips), vectors)
+        return None
+
 
 class LocalEngine:
     """One run of the local engine. Entering starts the decoding (so it fills the buffers while the
@@ -82,6 +99,7 @@ class LocalEngine:
         self._buffered = max(1, queue_clips // len(self._kinds))
         self._processes: dict[Connection, DecodeProcess] = {}
         self._next = 0
+        self._failed: dict[str, Failure] = {}  # videos the server could not decode, until their VideoEnd
 
     def _spawn(self, settings: DecodeSettings) -> None:
         process = DecodeProcess(self._context, self._next, settings, self._buffered)
@@ -124,9 +142,16 @@ class LocalEngine:
             if process.watch is not None:
                 process.watch.progressed()
             batches.add(event)
+        elif isinstance(event, EncodedVideo):
+            if process.watch is not None:
+                process.watch.progressed()
+            failure = batches.encoded(event)
+            if failure is not None:
+                self._failed[event.video_id] = failure
         elif isinstance(event, VideoEnd):
             process.watch = None
-            output.end(event)
+            failure = self._failed.pop(event.video_id, None)
+            output.end(event if failure is None else VideoEnd(event.video_id, 0, failure, fatal=True))
         elif isinstance(event, WorkerStarted):
             process.started(event.video_id, self._settings.time_limit_s(None))
             process.give(self._take())  # one item ahead

@@ -27,7 +27,7 @@ class EmbedJob:
     scenes: ShotSpec | None = None
     float16: bool = False
     engine: Literal["local", "ray"] = "local"
-    decoder: Literal["auto", "pyav", "dali"] = "auto"
+    decoder: Literal["auto", "pyav", "dali", "server"] = "auto"  # server: the Triton ensemble decodes
     workers: int = 1  # decoding processes (local engine): with DALI, each is one decoder session
     cpu_workers: int = 0  # local engine with DALI: PyAV decoding processes beside the DALI ones
     batch_size: int | None = None  # clips per model call (default: the model's maximum batch)

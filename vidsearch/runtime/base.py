@@ -28,6 +28,7 @@ class Backend(Protocol):
     """Runs one exported model on a batch of inputs."""
 
     kind: str  # "embedded", "torch" or "triton"
+    decodes_video: bool  # whether it can run a model that takes encoded video (a server-side ensemble)
 
     def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
               timeout_s: float | None) -> dict[str, np.ndarray]:
@@ -66,6 +67,17 @@ class Runtime(Protocol):
     def embed_video(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings [n, dim] of preprocessed clips (`facts.vision.preprocess`), run in
         batches of the model's limit as the clips arrive."""
+
+    @property
+    def decodes_on_server(self) -> bool:
+        """Whether `embed_encoded` sends video to the server to decode (the Triton runtime with the
+        `viclip_video_embed` ensemble); otherwise callers decode and call `embed_video`."""
+
+    def embed_encoded(self, video: bytes, frames: Sequence[NDArray[np.int32]], timeout_s: float | None = None,
+                      name: str = "<bytes>") -> NDArray[np.float32]:
+        """L2-normalised embeddings [len(frames), dim] of clips of one encoded file, each given by its
+        frame numbers (`vidsearch.video.dali.clip_frame_numbers`), decoded and preprocessed on the
+        server; a video it cannot decode raises VideoDecodeError naming `name`."""
 
     def classify(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         """Class scores before softmax [n, classes] of clips preprocessed for the classifier."""

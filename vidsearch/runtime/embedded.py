@@ -29,6 +29,7 @@ class EmbeddedBackend:
     CUDA or TensorRT execution provider where that build of ONNX Runtime is installed."""
 
     kind = "embedded"
+    decodes_video = False  # ONNX Runtime runs the graphs only; video is decoded by the caller
 
     def __init__(self, models: RepositoryModels, threads: int = 0,
                  providers: Sequence[str] = CPU_PROVIDERS) -> None:

@@ -4,7 +4,9 @@ Text: queries are tokenized (with the tokenizer the text model's `vidsearch.json
 LRU cache, and the misses go through the dynamic batcher, so concurrent requests share one model
 run; a caller that batches queries itself (Search) uses `embed_text_batch`, which runs its batch
 directly. Video and classification inputs (an array, or clip tensors as they are decoded) are
-checked against the model's input shape and run in batches of the model's maximum batch.
+checked against the model's input shape and run in batches of the model's maximum batch. Encoded
+video goes to the server's `viclip_video_embed` ensemble where the backend can run it and the server
+has it (`decodes_on_server`); a server without it (an older repository) leaves decoding to the callers.
 """
 
 import logging
@@ -16,8 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError
-from vidsearch.formats.model_repository import LOGITS
+from vidsearch.errors import ConfigError, DeadlineExceededError, RequestError, VideoDecodeError
+from vidsearch.formats.model_repository import LOGITS, VIDEO_EMBED_INPUTS
 from vidsearch.models.text_tokenizer import TextTokenizer, tokenizer_for
 from vidsearch.runtime.base import Backend, Clips
 from vidsearch.runtime.batching import DynamicBatcher
@@ -58,6 +60,7 @@ class ModelRuntime:
         self._tokenize_lock = threading.Lock()
         self._batcher: DynamicBatcher[NDArray[np.int64], _Row] | None = None
         self._facts = models.facts(config)
+        self._video_embed = self._server_decoding(models, backend)
         text = models.text
         if text is not None:
             info = {"kind": "clip_bpe", "context_length": text.input.shape[-1],
@@ -78,6 +81,24 @@ class ModelRuntime:
     @property
     def choice(self) -> RuntimeChoice:
         return self._choice
+
+    @property
+    def decodes_on_server(self) -> bool:
+        return self._video_embed is not None
+
+    @staticmethod
+    def _server_decoding(models: RepositoryModels, backend: Backend) -> ModelSpec | None:
+        """The ensemble video is sent to, or None (and a log line saying why) where video is decoded here."""
+        if not backend.decodes_video or models.vision is None:
+            return None
+        ensemble = models.video_embed
+        if ensemble is not None and backend.ready(ensemble):
+            log.info("video is decoded on the server: %s v%d", ensemble.name, ensemble.version)
+            return ensemble
+        where = "the repository" if ensemble is None else "the server"
+        log.warning("%s has no video-decoding ensemble (viclip_video_embed; an older export?): video is "
+                    "decoded in this process and sent as tensors", where)
+        return None
 
     # -- text --------------------------------------------------------------------------------------
 
@@ -143,6 +164,34 @@ class ModelRuntime:
     def embed_video(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         vision = self._require(self._models.vision, "video embeddings")
         return self._run_batches(vision, clips, vision.description.normalized_output or "", timeout_s)
+
+    def embed_encoded(self, video: bytes, frames: Sequence[NDArray[np.int32]], timeout_s: float | None = None,
+                      name: str = "<bytes>") -> NDArray[np.float32]:
+        ensemble = self._video_embed
+        if ensemble is None:
+            raise ConfigError("this runtime does not decode video on its server: decode the clips and call "
+                              "embed_video")
+        output = ensemble.description.normalized_output or ""
+        encoded = np.frombuffer(video, dtype=np.uint8)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        parts = [np.empty((0, ensemble.embedding_dim), dtype=np.float32)]
+        for start in range(0, len(frames), ensemble.max_batch):
+            batch = np.stack(frames[start : start + ensemble.max_batch]).astype(np.int32, copy=False)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError(f"{ensemble.name}: the deadline passed after {start} clips")
+            # one row of the file per clip: the ensemble's contract, which DALI's decoder needs on a GPU
+            inputs: dict[str, np.ndarray] = {
+                VIDEO_EMBED_INPUTS[0]: np.broadcast_to(encoded, (len(batch), len(encoded))),
+                VIDEO_EMBED_INPUTS[1]: batch,
+            }
+            began = time.monotonic()
+            try:
+                parts.append(self._backend.infer(ensemble, inputs, [output], remaining)[output])
+            except VideoDecodeError as err:
+                raise VideoDecodeError(name, err.reason) from None
+            self._observe(ensemble.name, len(batch), time.monotonic() - began)
+        return np.asarray(np.concatenate(parts), dtype=np.float32)
 
     def classify(self, clips: Clips, timeout_s: float | None = None) -> NDArray[np.float32]:
         classifier = self._require(self._models.classifier, "a classifier")

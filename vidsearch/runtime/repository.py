@@ -8,13 +8,15 @@ policy does. What a runtime's callers may know of these models is `RuntimeFacts`
 layout stays in here and in the backends.
 """
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vidsearch.errors import ConfigError, ModelFormatError
 from vidsearch.formats.model_repository import (
     DESCRIPTION,
     LOGITS,
+    VIDEO_EMBED_MODEL,
     ModelDescription,
     TensorInfo,
     read_description,
@@ -24,6 +26,7 @@ from vidsearch.runtime.config import RuntimeConfig
 from vidsearch.runtime.facts import ModelFacts, RuntimeFacts
 from vidsearch.video.preprocess import Preprocess
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -73,6 +76,7 @@ class RepositoryModels:
     text: ModelSpec | None
     vision: ModelSpec | None
     classifier: ModelSpec | None
+    video_embed: ModelSpec | None = None  # the ensemble that decodes on a Triton server, if exported
 
     def facts(self, config: RuntimeConfig) -> RuntimeFacts:
         """What the runtime serving these models with `config` tells its callers."""
@@ -117,6 +121,24 @@ def read_model(model_dir: Path) -> ModelSpec | None:
     return _spec(model_dir.name, version_dir, description)
 
 
+def _video_embed(root: Path, vision: ModelSpec | None) -> ModelSpec | None:
+    """The repository's `viclip_video_embed` ensemble, if it was exported with this vision model; an
+    older repository has none (or one without the facts a runtime needs): video is decoded in-process."""
+    if vision is None:
+        return None
+    try:
+        ensemble = read_model(root / VIDEO_EMBED_MODEL)
+    except ModelFormatError as err:
+        log.info("%s: %s; video will be decoded in this process", root / VIDEO_EMBED_MODEL, err)
+        return None
+    if ensemble is None:
+        return None
+    if ensemble.checksum != vision.checksum or ensemble.preprocess != vision.preprocess:
+        raise ConfigError(f"{ensemble.directory} was exported from another checkpoint or preprocessing than "
+                          f"{vision.name} v{vision.version}; export both together")
+    return ensemble
+
+
 def read_repository(config: RuntimeConfig) -> RepositoryModels:
     """The models the config names, read from its repository; refuses towers of different checkpoints."""
     root = config.model_repository
@@ -145,4 +167,4 @@ def read_repository(config: RuntimeConfig) -> RepositoryModels:
         tokenizer = models.text.description.tokenizer
         if (tokenizer or {}).get("kind") not in TOKENIZER_KINDS:
             raise ConfigError(f"{models.text.directory}: unknown tokenizer {tokenizer!r}")
-    return models
+    return replace(models, video_embed=_video_embed(root, models.vision))

@@ -152,6 +152,7 @@ class TorchBackend:
     """PyTorch towers of a repository on one device (`cuda[:n]` in `dtype`, or the CPU in fp32)."""
 
     kind = "torch"
+    decodes_video = False  # the towers only; video is decoded by the caller
 
     def __init__(self, models: RepositoryModels, device: str = "cpu", dtype: str = "float16",
                  cuda_graphs: bool = True, threads: int = 0,

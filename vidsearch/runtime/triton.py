@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from vidsearch.errors import DeadlineExceededError, MissingDependencyError, RuntimeUnavailableError
+from vidsearch.errors import (
+    DeadlineExceededError,
+    MissingDependencyError,
+    RuntimeUnavailableError,
+    VideoDecodeError,
+)
+from vidsearch.formats.model_repository import DECODE_ERROR_PREFIX
 from vidsearch.runtime.repository import ModelSpec, RepositoryModels
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,7 @@ class TritonBackend:
     """Calls the models of a repository on the Triton server at `url`."""
 
     kind = "triton"
+    decodes_video = True  # it can run the viclip_video_embed ensemble, where the server has it
 
     def __init__(self, models: RepositoryModels, url: str, timeout_s: float = 60.0) -> None:
         self._grpc = _client_module()
@@ -84,8 +91,12 @@ class TritonBackend:
             result = self._client().infer(model.name, tensors, model_version=str(model.version),
                                           outputs=requested, client_timeout=timeout)
         except self._error as err:
-            if "DEADLINE_EXCEEDED" in str(err.status()) or "Deadline Exceeded" in str(err.message()):
+            message = str(err.message())
+            if "DEADLINE_EXCEEDED" in str(err.status()) or "Deadline Exceeded" in message:
                 raise DeadlineExceededError(f"Triton {model.name}: the deadline passed") from None
+            if DECODE_ERROR_PREFIX in message:  # the server's video_preprocess could not decode the input
+                reason = message.split(DECODE_ERROR_PREFIX, 1)[1]
+                raise VideoDecodeError("<bytes>", reason) from None
             raise RuntimeUnavailableError(f"Triton {model.name} v{model.version} at {self._url}: "
                                           f"{err.message()}") from None
         return {name: result.as_numpy(name) for name in outputs}

@@ -4,7 +4,9 @@ The input (encoded bytes, or an allowed path) is probed, cut into clips (`vidsea
 decoded (planned from the probe's timeline: the input is demuxed once) and preprocessed by the
 model's own spec (`read_clips`), and handed to the runtime as they are decoded (the runtime runs them
 in batches of the model's limit, so a long video is never held in memory whole). Decoding is
-bounded by the request's deadline.
+bounded by the request's deadline. A runtime that decodes on its server (Triton with the
+`viclip_video_embed` ensemble) is sent the encoded file and each clip's frame numbers instead,
+chosen by the same rules.
 """
 
 import math
@@ -31,6 +33,7 @@ from vidsearch.video import (
     read_clips,
     segment,
 )
+from vidsearch.video.dali import encoded_clip_frames
 
 # per-clip costs of `request_bytes`, measured roughly on CPython 3.12: a sampled frame's entries in the
 # decoding plan, one output value in numpy and as a Python float in the response, a clip's objects
@@ -131,6 +134,8 @@ class VideoModels:
               deadline: RequestDeadline) -> ClipOutputs:
         """L2-normalised embeddings of `clips` of the input (the ViCLIP vision tower)."""
         model = self._model(self._runtime.facts.vision, "video embeddings (viclip_vision)")
+        if self._runtime.decodes_on_server:
+            return self._embed_on_server(source, clips, probed, model, deadline)
         return self._run(source, clips, probed, model, self._runtime.embed_video, deadline)
 
     def classify(self, source: VideoSource, clips: list[Clip], probed: Probed,
@@ -144,17 +149,35 @@ class VideoModels:
             raise ConfigError(f"this server's model repository has no model for {what}")
         return model
 
+    def _check_bytes(self, clips: int, model: ModelFacts, encoded: int = 0) -> int:
+        """The bytes the request would hold; RequestError when that passes `max_request_bytes`.
+        `encoded`: the bytes of the file sent to a server that decodes, once per clip of a batch."""
+        needed = request_bytes(clips, model) + min(clips, model.batch) * encoded
+        if needed > self._limits.max_request_bytes:
+            raise RequestError(f"{clips} clips through {model.name} need about {needed >> 20} MiB; the "
+                               f"limit is {self._limits.max_request_bytes >> 20} MiB per request "
+                               "(limits.max_request_bytes): ask for fewer or longer clips")
+        return needed
+
+    def _embed_on_server(self, source: VideoSource, clips: list[Clip], probed: Probed, model: ModelFacts,
+                         deadline: RequestDeadline) -> ClipOutputs:
+        """Send the encoded file and each clip's frame numbers; the runtime's server decodes them."""
+        spec = model.preprocess
+        assert spec is not None
+        self._check_bytes(len(clips), model)
+        with _deadline_first(deadline):
+            data, _, frames = encoded_clip_frames(source, clips, spec, deadline.remaining(), probed)
+            self._check_bytes(len(clips), model, len(data.getbuffer()))
+            values = self._runtime.embed_encoded(data.getvalue(), frames, deadline.remaining(), data.name)
+        return ClipOutputs(tuple(clips), values, probed.info.duration_s)
+
     def _run(self, source: VideoSource, clips: list[Clip], probed: Probed, model: ModelFacts,
              run: ModelCall, deadline: RequestDeadline) -> ClipOutputs:
         """Decode and preprocess the clips by the model's spec, and run them through the model."""
         spec = model.preprocess
         assert spec is not None
         budget = self._limits.max_request_bytes
-        needed = request_bytes(len(clips), model)
-        if needed > budget:
-            raise RequestError(f"{len(clips)} clips through {model.name} need about {needed >> 20} MiB; the "
-                               f"limit is {budget >> 20} MiB per request "
-                               "(limits.max_request_bytes): ask for fewer or longer clips")
+        needed = self._check_bytes(len(clips), model)
         # the decoded frames the open clips hold are counted as they are decoded, against what is left
         options = ReadOptions(time_limit_s=deadline.remaining(), time_limit_per_video_s=0.0,
                               max_held_bytes=budget - needed)

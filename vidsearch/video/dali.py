@@ -107,6 +107,19 @@ def clip_frame_numbers(
     return [np.asarray(numbers, dtype=np.int32) for _, numbers in chosen]
 
 
+def encoded_clip_frames(source: VideoSource, clips: Sequence[Clip], spec: Preprocess, time_limit_s: float,
+                        probed: Probed | None = None) -> tuple[LoadedInput, Probed, list[NDArray[np.int32]]]:
+    """What a decoder that takes the encoded file (the Triton ensemble's `video_preprocess`) is given
+    for `clips`: the file read once into memory, its probe (pass `probed` when it was probed from that
+    `load_input` result already), and each clip's frame numbers."""
+    data = load_input(source, Deadline(source_name(source), time_limit_s))
+    probed = probed or probe_timeline(data, time_limit_s)
+    if probed.timeline is None:
+        missing = "audio only, no video stream" if probed.info.has_audio else "no video stream"
+        raise VideoDecodeError(data.name, missing)
+    return data, probed, clip_frame_numbers(probed.timeline, clips, spec)
+
+
 def _samples(numbers: list[NDArray[np.int32]], max_frames: int) -> Iterator[range]:
     """Runs of consecutive clips whose frames (the union) fit in one sample; a clip is never split."""
     first, union = 0, np.zeros(0, np.int32)

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from vidsearch.errors import ConfigError, LimitExceededError, VideoDecodeError
 from vidsearch.video.clips import Clip
-from vidsearch.video.plan import DecodePlan, make_plan
+from vidsearch.video.plan import DecodePlan, given_frames, make_plan, plan_frames
 from vidsearch.video.preprocess import Preprocess
 from vidsearch.video.probing import MAX_PIXELS, video_stream
 from vidsearch.video.sampling import SamplingRule
@@ -225,10 +225,11 @@ class FrameStream:
 
     def __init__(self, source: VideoSource, clips: Sequence[Clip], sampling: SamplingRule,
                  options: ReadOptions | None = None, prepare: FrameFn | None = None,
-                 timeline: Timeline | None = None) -> None:
+                 timeline: Timeline | None = None, frames: Sequence[Sequence[int]] | None = None) -> None:
         self.source = source
         self.timeline = timeline
         self.clips = list(clips)
+        self.frames = frames  # chosen already (instead of `clips` and `sampling`): see `read_clips_at`
         self.sampling = sampling
         self.options = options or ReadOptions()
         self.prepare: FrameFn = prepare or (lambda image: image)
@@ -253,13 +254,19 @@ class FrameStream:
         ctx.options = {"max_pixels": str(self.options.max_pixels)}  # decoders refuse larger frames
         return stream
 
+    def _plan(self, timeline: Timeline) -> DecodePlan:
+        if self.frames is None:
+            return make_plan(timeline, self.clips, self.sampling)
+        self.clips, chosen = given_frames(timeline, self.frames, self.name)
+        return plan_frames(timeline, self.clips, chosen)
+
     def __iter__(self) -> Iterator[ClipFrames]:
-        if not self.clips:
+        if not (self.clips if self.frames is None else self.frames):
             return
         deadline = Deadline(self.name, self.options.time_limit_s)
         timeline = self._scan(deadline)
         deadline.extend(self.options.time_limit_per_video_s * timeline.duration_s)
-        plan = make_plan(timeline, self.clips, self.sampling)
+        plan = self._plan(timeline)
         self.stats.packets = timeline.frame_count
         self.stats.gops = int(timeline.keyframe.sum())
         self.stats.gops_decoded = len(plan.decode_gops)
@@ -316,6 +323,13 @@ class ClipStream:
             yield item.clip, normalise_clip(list(item.frames), self.preprocess)
 
 
+def _preparer(preprocess: Preprocess) -> FrameFn:
+    def prepare(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        return prepare_frame(image, preprocess)
+
+    return prepare
+
+
 def read_frames(source: VideoSource, clips: Sequence[Clip], sampling: SamplingRule,
                 options: ReadOptions | None = None, timeline: Timeline | None = None) -> FrameStream:
     """The sampled frames of `clips` as decoded RGB uint8 (rotated as shown, not resized).
@@ -327,7 +341,15 @@ def read_clips(source: VideoSource, clips: Sequence[Clip], preprocess: Preproces
                options: ReadOptions | None = None, timeline: Timeline | None = None) -> ClipStream:
     """The model input for each of `clips`, streaming through `source` once (see the module docstring).
     `timeline`: the one `probe_timeline` read from this source, to skip demuxing it again."""
-    def prepare(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        return prepare_frame(image, preprocess)
+    stream = FrameStream(source, clips, preprocess.sampling, options, _preparer(preprocess), timeline)
+    return ClipStream(stream, preprocess)
 
-    return ClipStream(FrameStream(source, clips, preprocess.sampling, options, prepare, timeline), preprocess)
+
+def read_clips_at(source: VideoSource, frames: Sequence[Sequence[int]], preprocess: Preprocess,
+                  options: ReadOptions | None = None, timeline: Timeline | None = None) -> ClipStream:
+    """`read_clips` for clips given by their frame numbers (presentation order, from 0), as
+    `vidsearch.video.dali.clip_frame_numbers` computes them: what a server decoding for a client runs,
+    so that its frames are the ones `read_clips` would take. A number past the end is a
+    VideoDecodeError; each clip spans its first to its last frame."""
+    stream = FrameStream(source, [], preprocess.sampling, options, _preparer(preprocess), timeline, frames)
+    return ClipStream(stream, preprocess)

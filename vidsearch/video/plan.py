@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from vidsearch.errors import VideoDecodeError
 from vidsearch.video.clips import Clip
 from vidsearch.video.sampling import SamplingRule, sample_timestamps
 from vidsearch.video.timeline import Timeline, frame_numbers
@@ -64,13 +65,39 @@ def clip_frames(
 
 def make_plan(timeline: Timeline, clips: Sequence[Clip], rule: SamplingRule) -> DecodePlan:
     """The decode plan for `clips` of the video `timeline` describes, sampled by `rule`."""
+    return plan_frames(timeline, clips, clip_frames(timeline, clips, rule))
+
+
+def given_frames(timeline: Timeline, numbers: Sequence[Sequence[int]], name: str
+                 ) -> tuple[list[Clip], list[tuple[list[float], list[int]]]]:
+    """Clips and their chosen frames from frame numbers computed elsewhere (a client's
+    `clip_frames`), each checked against the timeline: a clip spans its first to its last frame."""
+    times = timeline.times_s()
+    clips, chosen = [], []
+    for index, wanted in enumerate(numbers):
+        frames = [int(f) for f in wanted]
+        if not frames:
+            raise VideoDecodeError(name, f"clip {index}: no frame numbers")
+        outside = [f for f in frames if not 0 <= f < timeline.frame_count]
+        if outside:
+            raise VideoDecodeError(name, f"clip {index}: frame {outside[0]} is past the end (the video has "
+                                         f"{timeline.frame_count} frames, numbered from 0)")
+        stamps = [float(times[f]) for f in frames]
+        clips.append(Clip(index, min(stamps), max(stamps)))
+        chosen.append((stamps, frames))
+    return clips, chosen
+
+
+def plan_frames(timeline: Timeline, clips: Sequence[Clip],
+                chosen: Sequence[tuple[Sequence[float], Sequence[int]]]) -> DecodePlan:
+    """The decode plan for frames chosen already (`clip_frames`' output, or frame numbers a client
+    computed with it): per clip, its sampled times and frame numbers in presentation order."""
     order = timeline.presentation_order()
     gop = timeline.gop_ids()
     requests = []
     slots: dict[int, list[tuple[int, int]]] = defaultdict(list)
     gop_of_pts: dict[int, int] = {}
     packet_of_pts: dict[int, int] = {}
-    chosen = clip_frames(timeline, clips, rule)
     for number, (clip, (stamps, numbers)) in enumerate(zip(clips, chosen, strict=True)):
         packets = [int(order[f]) for f in numbers]
         pts = tuple(int(timeline.pts[p]) for p in packets)

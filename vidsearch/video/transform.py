@@ -15,8 +15,6 @@ import math
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 from av.video.reformatter import Interpolation
 from numpy.typing import NDArray
 
@@ -89,6 +87,10 @@ def _bilinear(rgb: NDArray[np.uint8], height: int, width: int) -> NDArray[np.uin
 def _resize(rgb: NDArray[np.uint8], height: int, width: int, spec: Preprocess) -> NDArray[np.uint8]:
     if spec.interpolation == "bilinear" and not spec.antialias:
         return _bilinear(rgb, height, width)
+    # torch only here: the presets' bilinear path runs without it (inside the Triton server, which has none)
+    import torch
+    import torch.nn.functional as F
+
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
     image = F.interpolate(image, size=(height, width), mode=spec.interpolation, align_corners=False,
                           antialias=spec.antialias)
