@@ -179,6 +179,7 @@ class _TimedBackend:
 
     def __init__(self, kind: str, delay_s: float) -> None:
         self.kind, self.delay_s, self.closed, self.calls = kind, delay_s, False, 0
+        self.decodes_video = False
 
     def infer(self, model: ModelSpec, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
               timeout_s: float | None) -> dict[str, np.ndarray]:
