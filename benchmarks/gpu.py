@@ -19,8 +19,8 @@ never stops the others):
   at batch 32 through `search_batch`, and their ratios to raw FAISS: targets ≥ 0.7 and ≥ 0.5);
 - faiss_cagra: `GpuIndexCagra` with L2 on the unit vectors (the inner-product ranking; CAGRA with inner
   product gave recall 0.016 here), recall@10 and queries/s at batch 1 and 32;
-- search_serving: `benchmarks/serving.py --device gpu` (text tower, index, whole Search over gRPC at
-  concurrency 1 and 32) at 1M and 10M clips;
+- search_1m, search_10m: `benchmarks/serving.py --device gpu` (text tower, index, whole Search over gRPC at
+  concurrency 1 and 32) at 1M and at 10M clips (10M last: it is the first to go when time runs short);
 - torch_runtime: the torch runtime's towers (fp16, padded batches): one text query's p50 through the
   runtime (numpy in and out) eager and replayed from a CUDA graph, ViCLIP-B/16 and L/14; vision clips/s
   at the best padded batch (CUDA graphs);
@@ -29,7 +29,8 @@ never stops the others):
 - training: 50 steps of the demo training recipe on the GPU (bf16 autocast) and on the CPU (fp32):
   steps/s and the loss after the same steps.
 
-    python benchmarks/gpu.py                 # on a GPU machine: about 4-6 minutes on an H200
+    python benchmarks/gpu.py                 # on a GPU machine: within --budget-s (300 s), priority first
+    python benchmarks/gpu.py --full          # every section, no budget (10M search: many minutes)
     python benchmarks/gpu.py --smoke         # tiny sizes; without a GPU, the decode sections run DALI's
                                              # CPU decoder (VP9) so their code itself is checked
 
@@ -622,15 +623,18 @@ def torch_parity(folder: Path, sizes: Sizes) -> Section:
 
 
 def _train_steps(folder: Path, device: str, precision: str, steps: int, items: int) -> Section:
-    """`steps` optimiser steps of the demo recipe (its model, data, batch and schedule) on `device`."""
+    """`steps` optimiser steps of the demo recipe (its model, data, batch and schedule) on `device`.
+    Both devices train in one folder: the synthetic set and its decoded cache are made once (by up to
+    8 processes; the recipe's 2 are for a 2-core machine) and kept for a rerun."""
     from vidsearch.training.config import load_recipe
     from vidsearch.training.loop import StepInfo
     from vidsearch.training.viclip import train_viclip
 
     recipe = load_recipe("demo", {"device": device, "loop.precision": precision, "loop.steps": steps,
-                                  "loop.save_every": 0, "data.synthetic.n": items})
+                                  "loop.save_every": 0, "data.synthetic.n": items,
+                                  "data.workers": min(8, os.cpu_count() or 1)})
     infos: list[StepInfo] = []
-    train_viclip(recipe, folder / f"train-{device}", on_step=infos.append)
+    train_viclip(recipe, folder / "training", on_step=infos.append)
     timed = infos[-1].seconds - infos[0].seconds  # the first step warms up (allocations, kernels)
     return {"steps_per_s": (len(infos) - 1) / timed, "first_loss": infos[0].loss, "last_loss": infos[-1].loss,
             "mean_loss_last_10": float(np.mean([i.loss for i in infos[-10:]]))}

@@ -163,7 +163,8 @@ def test_the_gpu_report_marks_the_torch_runtime_sections_skipped_without_a_gpu(t
 
 def _gpu_report_module() -> Any:
     spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "benchmarks" / "gpu.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpu_report"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
@@ -187,16 +188,18 @@ def test_the_report_skips_for_budget_stops_an_overrun_and_keeps_its_priority_ord
     report = gpu.run_sections(plans, 40.0, command, gpu=False)
     assert time.monotonic() - started < 20  # the hanging section was stopped at its deadline
     assert list(report) == ["quick", "hangs", "too_big", "small", "on_gpu"]
-    assert report["quick"]["status"] == "ok" and report["quick"]["answer"] == 42
+    assert report["quick"]["status"] == "ok"
+    assert report["quick"]["answer"] == 42
     assert report["hangs"]["status"] == "stopped"
     assert report["hangs"]["reason"] == "ran over its deadline of 3 s"
-    assert report["too_big"]["status"] == "skipped" and report["too_big"]["reason"] == "time budget"
+    assert report["too_big"]["status"] == "skipped"
+    assert report["too_big"]["reason"] == "time budget"
     assert report["too_big"]["left_s"] < 40
     assert report["small"]["status"] == "ok"  # a later section that fits still runs
     assert report["on_gpu"] == {"status": "skipped", "reason": "no CUDA GPU"}
 
 
-def test_a_section_that_dies_is_an_error_naming_its_exit_and_full_runs_have_no_deadline(tmp_path: Path) -> None:
+def test_a_dead_section_is_an_error_naming_its_exit_and_full_runs_have_no_deadline(tmp_path: Path) -> None:
     gpu = _gpu_report_module()
 
     def command(plan: Any, result: Path) -> list[str]:
@@ -204,7 +207,8 @@ def test_a_section_that_dies_is_an_error_naming_its_exit_and_full_runs_have_no_d
 
     report = gpu.run_sections([gpu.Plan("dies", 600, needs_gpu=False)], None, command, gpu=False)
     assert report["dies"]["status"] == "error"  # no budget (--full): a 600-s estimate still runs
-    assert "exited 3" in report["dies"]["error"] and "out of memory" in report["dies"]["error"]
+    assert "exited 3" in report["dies"]["error"]
+    assert "out of memory" in report["dies"]["error"]
     assert "deadline_s" not in report["dies"]
 
 
@@ -218,3 +222,10 @@ def test_the_report_plans_every_section_once_with_the_targets_first() -> None:
         < names.index("search_1m") < names.index("search_10m") == len(names) - 1
     targets = names[: names.index("faiss") + 1]  # the issues' targets fit in the default budget
     assert sum(plan.estimate_s for plan in gpu.PLANS if plan.name in targets) < gpu.DEFAULT_BUDGET_S
+
+
+def test_gpu_tests_that_overrun_their_share_are_a_failure_and_the_check_goes_on(tmp_path: Path) -> None:
+    counts = check.run_tests(dict(os.environ), tmp_path, timeout_s=0.2)  # pytest cannot even start in 0.2 s
+    assert counts["exit_status"] == 124
+    assert "pytest -m gpu stopped after 0 s" in counts["output_tail"]
+    assert check.TESTS_S + check.MARGIN_S < check.BUDGET_S < 8 * 60  # issue 14: the check fits 8 minutes
