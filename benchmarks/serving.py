@@ -60,6 +60,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,6 +134,7 @@ class Result:
     device: str = "cpu"
     index_best_per_s: float = 0.0  # ClipIndex.search_batch at its best batch size (GPU mode)
     index_best_batch: int = 0
+    index_build_s: float = 0.0  # 0 when the index came from --cache
     loads: list[Load] = field(default_factory=list)
 
     @property
@@ -166,6 +168,7 @@ def queries(count: int, seed: int) -> list[str]:
 
 
 def export(tower: str, out: Path) -> Path:
+    """The tower's model repository in `out`, exported once: a finished one there is reused (--cache)."""
     import torch
 
     from vidsearch.export import ExportConfig, export_model
@@ -177,12 +180,20 @@ def export(tower: str, out: Path) -> Path:
     checkpoint = out / f"bench-{tower}.pth"
     torch.save({"model": create_model(preset).state_dict()}, checkpoint)
     repository = out / f"repository-{tower}"
-    export_model(ExportConfig(str(preset), checkpoint, repository, max_batch=MAX_BATCH))
+    if repository.is_dir():
+        return repository
+    building = out / f".building-repository-{tower}"
+    shutil.rmtree(building, ignore_errors=True)
+    export_model(ExportConfig(str(preset), checkpoint, building, max_batch=MAX_BATCH))
+    building.rename(repository)  # only a finished export gets the name a rerun looks for
     return repository
 
 
-def clustered(n: int, dim: int, seed: int) -> np.ndarray:
-    """Unit vectors in videos of 20 near clips around 1,024 topics (what clip embeddings look like)."""
+def clustered(n: int, dim: int, seed: int, device: str = "cpu") -> np.ndarray:
+    """Unit vectors in videos of 20 near clips around 1,024 topics (what clip embeddings look like).
+    On a GPU they are drawn there (10M × 512 in seconds; NumPy takes minutes on one core)."""
+    if device == "gpu":
+        return _clustered_cuda(n, dim, seed)
     rng = np.random.default_rng(seed)
     topics = rng.standard_normal((1024, dim), dtype=np.float32)
     videos = -(-n // CLIPS_PER_VIDEO)
@@ -194,11 +205,34 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return out
 
 
+def _clustered_cuda(n: int, dim: int, seed: int) -> np.ndarray:
+    """`clustered`'s distribution drawn with PyTorch on the GPU (another random stream than NumPy's)."""
+    import torch
+
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    topics = torch.randn(1024, dim, generator=generator, device="cuda")
+    videos = -(-n // CLIPS_PER_VIDEO)
+    picked = torch.randint(0, 1024, (videos,), generator=generator, device="cuda")
+    centres = topics[picked] + 0.5 * torch.randn(videos, dim, generator=generator, device="cuda")
+    out = centres.repeat_interleave(CLIPS_PER_VIDEO, dim=0)[:n]
+    out += 0.2 * torch.randn(out.shape, generator=generator, device="cuda")
+    out /= out.norm(dim=1, keepdim=True)
+    host = out.cpu().numpy()
+    del topics, centres, out
+    torch.cuda.empty_cache()
+    return host
+
+
 def build_index(repository: Path, n: int, out: Path, gpu: GpuPolicy = GpuPolicy.NEVER) -> tuple[Path, str]:
-    models = read_repository(RuntimeConfig(model_repository=repository)).facts(RuntimeConfig())
+    """An index of `n` clips over `repository`'s model in `out`; a finished one there is reused (--cache:
+    at 10M clips the metadata rows alone take minutes)."""
     nlist = round(4 * math.sqrt(n))
     factory = f"IVF{nlist},SQfp16"
-    vectors = clustered(n, models.dim, seed=1)
+    directory = out / f"index-{repository.name}-{n}"
+    if directory.is_dir():
+        return directory, factory
+    models = read_repository(RuntimeConfig(model_repository=repository)).facts(RuntimeConfig())
+    vectors = clustered(n, models.dim, seed=1, device="gpu" if gpu is GpuPolicy.REQUIRE else "cpu")
     index = FaissClipIndex.create(IndexConfig(models.dim, models.model_name, models.model_checksum, factory,
                                               gpu=gpu))  # a GPU adds the vectors; saved in CPU form
     sample = vectors[np.random.default_rng(2).choice(n, size=min(n, max(65_536, 50 * nlist)), replace=False)]
@@ -209,9 +243,11 @@ def build_index(repository: Path, n: int, out: Path, gpu: GpuPolicy = GpuPolicy.
                               (i % CLIPS_PER_VIDEO) * 4.0, (i % CLIPS_PER_VIDEO + 1) * 4.0, models.model_name)
                    for i in rows]
         index.add(records, vectors[start : start + len(records)])
-    directory = out / f"index-{repository.name}"
-    index.save(directory)
+    building = out / f".building-index-{repository.name}-{n}"
+    shutil.rmtree(building, ignore_errors=True)
+    index.save(building)
     index.close()
+    building.rename(directory)
     return directory, factory
 
 
@@ -407,13 +443,15 @@ def rpc_ceiling(address: str, concurrency: int = 32, requests: int = 4000) -> fl
 
 
 def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_batch: int | None,
-        device: str = "cpu", runtime_kind: str | None = None) -> Result:
+        device: str = "cpu", runtime_kind: str | None = None, cache: Path | None = None) -> Result:
     print(f"[{tower}] export …", flush=True)
-    repository = export(tower, workdir)
+    store = cache or workdir
+    repository = export(tower, store)
     print(f"[{tower}] index of {n:,} clips …", flush=True)
     started = time.monotonic()
-    index_dir, factory = build_index(repository, n, workdir, GpuPolicy.for_device(device))
-    print(f"[{tower}] built {factory} in {time.monotonic() - started:.0f} s; measuring …", flush=True)
+    index_dir, factory = build_index(repository, n, store, GpuPolicy.for_device(device))
+    build_s = time.monotonic() - started
+    print(f"[{tower}] built {factory} in {build_s:.0f} s; measuring …", flush=True)
     probes = Probes(repository, index_dir, threads, device, runtime_kind)
     before = probes.batched()
     best = server_batch or max(before, key=lambda b: before[b])
@@ -442,6 +480,7 @@ def run(tower: str, n: int, requests: int, workdir: Path, threads: int, server_b
         result.text_best_batch = max(result.text_per_s_by_batch, key=lambda b: result.text_per_s_by_batch[b])
         result.text_best_per_s = result.text_per_s_by_batch[result.text_best_batch]
         result.device = device
+        result.index_build_s = build_s
         if device == "gpu":
             by_batch = probes.index_batched()
             result.index_best_batch = max(by_batch, key=lambda b: by_batch[b])
@@ -603,6 +642,8 @@ def main() -> None:
     parser.add_argument("--server-batch", type=int, default=None,
                         help="the server's max_batch (default: the fastest text batch size, measured)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep exports and indexes here and reuse them on the next run (default: none)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the index is served")
     parser.add_argument("--runtime", default=None, help="runtime kind of the server and the text probes "
                         "(default: the embedded ONNX Runtime)")
@@ -621,10 +662,12 @@ def main() -> None:
         print(f"\nwrote {out}")
         return
     results = []
+    if args.cache is not None:
+        args.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vidsearch-bench-") as tmp:
         for tower in args.towers.split(","):
             results.append(run(tower, args.n, args.requests, Path(tmp), args.threads, args.server_batch,
-                               args.device, args.runtime))
+                               args.device, args.runtime, args.cache))
     report(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -6,13 +6,17 @@ wheel and the project's own wheel, through the same commands.
 
 import base64
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,3 +159,73 @@ def test_the_gpu_report_marks_the_torch_runtime_sections_skipped_without_a_gpu(t
     report = _report(tmp_path, "torch_runtime", "torch_parity", "training")
     for section in ("torch_runtime", "torch_parity", "training"):
         assert report[section] == {"status": "skipped", "reason": "no CUDA GPU"}
+
+
+def _gpu_report_module() -> Any:
+    spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "benchmarks" / "gpu.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_report"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_skips_for_budget_stops_an_overrun_and_keeps_its_priority_order(tmp_path: Path) -> None:
+    gpu = _gpu_report_module()
+    plans = [gpu.Plan("quick", 0.5, needs_gpu=False), gpu.Plan("hangs", 0.5, needs_gpu=False),
+             gpu.Plan("too_big", 600, needs_gpu=False), gpu.Plan("small", 0.5, needs_gpu=False),
+             gpu.Plan("on_gpu", 0.5)]
+    bodies = {"quick": "json.dump({'status': 'ok', 'answer': 42}, open(sys.argv[1], 'w'))",
+              "hangs": "import time; time.sleep(300)",
+              "small": "json.dump({'status': 'ok'}, open(sys.argv[1], 'w'))"}
+
+    def command(plan: Any, result: Path) -> list[str]:
+        return [sys.executable, "-c", f"import json, sys; {bodies[plan.name]}", str(result)]
+
+    gpu.section_deadline = lambda estimate_s, left_s: min(left_s, 3.0)  # tiny deadlines for tiny sections
+    started = time.monotonic()
+    report = gpu.run_sections(plans, 40.0, command, gpu=False)
+    assert time.monotonic() - started < 20  # the hanging section was stopped at its deadline
+    assert list(report) == ["quick", "hangs", "too_big", "small", "on_gpu"]
+    assert report["quick"]["status"] == "ok"
+    assert report["quick"]["answer"] == 42
+    assert report["hangs"]["status"] == "stopped"
+    assert report["hangs"]["reason"] == "ran over its deadline of 3 s"
+    assert report["too_big"]["status"] == "skipped"
+    assert report["too_big"]["reason"] == "time budget"
+    assert report["too_big"]["left_s"] < 40
+    assert report["small"]["status"] == "ok"  # a later section that fits still runs
+    assert report["on_gpu"] == {"status": "skipped", "reason": "no CUDA GPU"}
+
+
+def test_a_dead_section_is_an_error_naming_its_exit_and_full_runs_have_no_deadline(tmp_path: Path) -> None:
+    gpu = _gpu_report_module()
+
+    def command(plan: Any, result: Path) -> list[str]:
+        return [sys.executable, "-c", "import sys; print('out of memory'); sys.exit(3)"]
+
+    report = gpu.run_sections([gpu.Plan("dies", 600, needs_gpu=False)], None, command, gpu=False)
+    assert report["dies"]["status"] == "error"  # no budget (--full): a 600-s estimate still runs
+    assert "exited 3" in report["dies"]["error"]
+    assert "out of memory" in report["dies"]["error"]
+    assert "deadline_s" not in report["dies"]
+
+
+def test_the_report_plans_every_section_once_with_the_targets_first() -> None:
+    gpu = _gpu_report_module()
+    names = [plan.name for plan in gpu.PLANS]
+    makers = gpu.section_makers(gpu.SMOKE, "cpu", Path("/tmp/unused.json"), Path(tempfile.mkdtemp()))
+    assert sorted(names) == sorted(makers)
+    assert names.index("decode_parity") < names.index("torch_runtime") < names.index("faiss") \
+        < names.index("embed_job") < names.index("torch_parity") < names.index("training") \
+        < names.index("search_1m") < names.index("search_10m") == len(names) - 1
+    targets = names[: names.index("faiss") + 1]  # the issues' targets fit in the default budget
+    assert sum(plan.estimate_s for plan in gpu.PLANS if plan.name in targets) < gpu.DEFAULT_BUDGET_S
+
+
+def test_gpu_tests_that_overrun_their_share_are_a_failure_and_the_check_goes_on(tmp_path: Path) -> None:
+    counts = check.run_tests(dict(os.environ), tmp_path, timeout_s=0.2)  # pytest cannot even start in 0.2 s
+    assert counts["exit_status"] == 124
+    assert "pytest -m gpu stopped after 0 s" in counts["output_tail"]
+    assert check.TESTS_S + check.MARGIN_S < check.BUDGET_S < 8 * 60  # issue 14: the check fits 8 minutes
