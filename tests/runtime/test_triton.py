@@ -83,7 +83,8 @@ def test_the_service_answers_the_same_on_either_runtime(triton: TritonServer, re
                                           "triton_url": triton.url})
         with SearchServer(settings) as server, SearchClient(server.address) as client:
             assert [o.clips for o in client.ingest([v.name for v in videos])] == [3, 3]
-            assert client.index_stats().runtime == kind
+            stats = client.index_stats()
+            assert (stats.runtime, stats.video_decoding) == (kind, "server" if kind == "triton" else "pyav")
             hits = client.search("a red circle moves to the left", top_k=6).hits
             # SearchByVideo and EmbedVideo decode on the Triton server (the ensemble), here in-process
             asked = videos[1].read_bytes()

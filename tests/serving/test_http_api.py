@@ -99,6 +99,7 @@ def test_stats_ingest_and_delete(http: httpx.Client, running: Running) -> None:
     assert (stats["clips"], stats["videos"]) == (len(VIDEOS) * CLIPS_PER_VIDEO, len(VIDEOS))
     assert (stats["runtime"], stats["runtime_device"], stats["runtime_dtype"], stats["runtime_reason"]) == (
         "embedded", "cpu", "float32", "configured (runtime embedded)")
+    assert stats["video_decoding"] == "pyav"
     done = http.post("/v1/ingest", json={"items": [{"path": VIDEOS[0], "video_id": "copy", "tags": ["x"]},
                                                    {"path": "missing.mp4"}]}).json()
     assert [(r["video_id"], r["clips"], r["error_code"]) for r in done["results"]] == [

@@ -129,7 +129,7 @@ def resolve_decoder(wanted: Literal["auto", "pyav", "dali", "server"], server_de
     warning)."""
     if wanted == "server" and not server_decodes:
         raise ConfigError("--decoder server needs --runtime triton and a server with the viclip_video_embed "
-                          "ensemble (export the model again with this vidsearch) and the local engine")
+                          "ensemble (export the model again with this vidsearch)")
     if wanted == "server" or (wanted == "auto" and server_decodes):
         return "server", "cpu"
     gpus = gpu_count() if wanted != "pyav" else 0
@@ -192,6 +192,11 @@ def _message(exc: Exception) -> str:
     return exc.reason if isinstance(exc, VideoDecodeError) else str(exc) or repr(exc)
 
 
+def left_out(skipped: list[tuple[int, str]], clips: int) -> str:
+    """How a video's clips left out are named in its failure (whichever decoder left them out)."""
+    return f"{len(skipped)} of {clips} clips left out; first: {skipped[0][1]}"
+
+
 def _partial(item: WorkItem, info: VideoInfo, clips: int, skipped: list[tuple[int, str]]) -> Failure | None:
     """The non-fatal failure of a video that went in only in part: clips left out, or a cut-off file."""
     problems = []
@@ -199,7 +204,7 @@ def _partial(item: WorkItem, info: VideoInfo, clips: int, skipped: list[tuple[in
         problems.append(f"cut off: {info.duration_s:.2f} s of the {info.declared_duration_s:.2f} s its "
                         f"headers claim could be read; the clips cover the readable part")
     if skipped:
-        problems.append(f"{len(skipped)} of {clips} clips left out; first: {skipped[0][1]}")
+        problems.append(left_out(skipped, clips))
     if not problems:
         return None
     kind = "TruncatedVideo" if info.missing_s else "ClipDecodeError"

@@ -24,7 +24,7 @@ import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 
 import numpy as np
@@ -40,11 +40,13 @@ from vidsearch.jobs.decoding import (
     WorkerProbed,
     WorkerStarted,
     WorkerStopped,
+    left_out,
 )
 from vidsearch.jobs.inputs import WorkItem
 from vidsearch.jobs.output import JobOutput
 from vidsearch.jobs.processes import POLL_S, DecodeProcess, VideoWatch
 from vidsearch.runtime.base import Runtime
+from vidsearch.video import Clip
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +73,69 @@ class ClipBatches:
             self._output.clip(clip.video_id, clip.clip, vector)
         self._clips = []
 
-    def encoded(self, video: EncodedVideo) -> Failure | None:
-        """Embed a whole video on the server that decodes it; a video it cannot decode is a failure of
-        that video (returned, for its `VideoEnd`), never of the job."""
-        uri = self._output.uri(video.video_id)
+    def encoded(self, video: EncodedVideo) -> "ServerEmbedding":
+        """Embed a whole video on the server that decodes it; what it could not decode is returned,
+        for the video's `VideoEnd`."""
+        embedded = embed_on_server(self._runtime, video, self._output.uri(video.video_id))
+        if embedded.clips:
+            self._output.clips(video.video_id, embedded.clips, embedded.vectors)
+        return embedded
+
+
+@dataclass(frozen=True)
+class ServerEmbedding:
+    """What the server made of one video's clips: those it embedded, and those it could not decode."""
+
+    video_id: str
+    uri: str
+    clips: list[Clip]
+    vectors: NDArray[np.float32]
+    skipped: list[tuple[int, str]]  # (clip index, why), as the in-process decoders record them
+
+    def end(self, end: VideoEnd) -> VideoEnd:
+        """The video's end as its decoding process sent it, with the clips the server left out: none
+        embedded is a fatal VideoDecodeError; some, a ClipDecodeError naming them, as on PyAV's path."""
+        if not self.skipped or end.fatal:
+            return end
+        if not self.clips:
+            failure = Failure(self.video_id, self.uri, VideoDecodeError.__name__, self.skipped[0][1])
+            return VideoEnd(self.video_id, 0, failure, fatal=True)
+        message = left_out(self.skipped, len(self.clips) + len(self.skipped))
+        earlier = end.failure  # a cut-off file keeps its kind, and names the clips too
+        failure = (Failure(self.video_id, self.uri, "ClipDecodeError", message) if earlier is None
+                   else replace(earlier, message=f"{earlier.message}; {message}"))
+        return VideoEnd(self.video_id, len(self.clips), failure)
+
+
+def embed_on_server(runtime: Runtime, video: EncodedVideo, uri: str) -> ServerEmbedding:
+    """The video's clips embedded by the server that decodes them. A decode error fails a whole
+    request, so a group that fails is halved and sent again until the clips the server cannot decode
+    stand alone: they are left out, the rest go in (a bad clip costs about log2(clips) more requests)."""
+    vectors: list[NDArray[np.float32]] = []
+    kept: list[Clip] = []
+    skipped: list[tuple[int, str]] = []
+
+    def run(part: list[int]) -> None:
         try:
-            vectors = self._runtime.embed_encoded(video.data, video.frames, name=uri)
+            values = runtime.embed_encoded(video.data, [video.frames[i] for i in part], name=uri)
         except VideoDecodeError as err:
-            return Failure(video.video_id, uri, type(err).__name__, err.reason)
-        self._output.clips(video.video_id, list(video.clips), vectors)
-        return None
+            if len(part) == 1:
+                skipped.append((video.clips[part[0]].index, err.reason))
+                return
+            if len(part) == len(video.clips):
+                log.info("%s: the server could not decode a clip (%s); sending the clips in smaller groups",
+                         uri, err.reason)
+            half = len(part) // 2
+            run(part[:half])
+            run(part[half:])
+            return
+        kept.extend(video.clips[i] for i in part)
+        vectors.append(values)
+
+    run(list(range(len(video.clips))))
+    width = runtime.facts.dim
+    stacked = np.concatenate(vectors) if vectors else np.empty((0, width), np.float32)
+    return ServerEmbedding(video.video_id, uri, kept, np.asarray(stacked, np.float32), skipped)
 
 
 class LocalEngine:
@@ -99,7 +154,7 @@ class LocalEngine:
         self._buffered = max(1, queue_clips // len(self._kinds))
         self._processes: dict[Connection, DecodeProcess] = {}
         self._next = 0
-        self._failed: dict[str, Failure] = {}  # videos the server could not decode, until their VideoEnd
+        self._server: dict[str, ServerEmbedding] = {}  # videos the server embedded, until their VideoEnd
 
     def _spawn(self, settings: DecodeSettings) -> None:
         process = DecodeProcess(self._context, self._next, settings, self._buffered)
@@ -145,13 +200,11 @@ class LocalEngine:
         elif isinstance(event, EncodedVideo):
             if process.watch is not None:
                 process.watch.progressed()
-            failure = batches.encoded(event)
-            if failure is not None:
-                self._failed[event.video_id] = failure
+            self._server[event.video_id] = batches.encoded(event)
         elif isinstance(event, VideoEnd):
             process.watch = None
-            failure = self._failed.pop(event.video_id, None)
-            output.end(event if failure is None else VideoEnd(event.video_id, 0, failure, fatal=True))
+            embedded = self._server.pop(event.video_id, None)
+            output.end(event if embedded is None else embedded.end(event))
         elif isinstance(event, WorkerStarted):
             process.started(event.video_id, self._settings.time_limit_s(None))
             process.give(self._take())  # one item ahead

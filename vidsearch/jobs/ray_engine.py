@@ -8,7 +8,10 @@ end-marker row. A task decodes in a process of its own (one per Ray worker, kept
 so a DALI decoder session lives from video to video) under the local engine's watchdog: a video
 stuck past its time limit (a read on a hung mount), or whose process dies, ends as a failure and the
 task goes on, instead of holding its Ray worker forever. With DALI on a GPU each decoding task holds
-`--decode-gpus` of a GPU (Ray hides the GPUs from a task that asks for none). The model runs in an
+`--decode-gpus` of a GPU (Ray hides the GPUs from a task that asks for none). With the `server`
+decoder (a Triton runtime whose server decodes) a task reads and demuxes its video only, and sends one
+row on: the encoded file with each clip's frame numbers, and the video's end; the actor hands them to
+the server (`embed_on_server`) and emits the same clip and end rows as for decoded clips. The model runs in an
 actor pool (each actor opens the runtime once: the embedded ONNX Runtime over a model repository
 every node can read, or a Triton service). Ray Data streams
 with its own backpressure. The driver commits through the same ledger as the local engine, so a job
@@ -25,9 +28,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vidsearch.errors import MissingDependencyError
-from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, Failure, VideoEnd, WorkerProbed
+from vidsearch.jobs.decoding import ClipTensor, DecodeSettings, EncodedVideo, Failure, VideoEnd, WorkerProbed
 from vidsearch.jobs.inputs import WorkItem
 from vidsearch.jobs.output import JobOutput
+from vidsearch.jobs.pipeline import embed_on_server
 from vidsearch.jobs.processes import POLL_S, DecodeProcess, VideoWatch
 from vidsearch.jobs.spec import EmbedJob
 from vidsearch.runtime import RepositoryModels, RuntimeConfig
@@ -78,7 +82,8 @@ def _given_up(process: DecodeProcess) -> None:
     _decoder = None
 
 
-def decode_watched(item: WorkItem, settings: DecodeSettings) -> Iterator[ClipTensor | VideoEnd]:
+def decode_watched(item: WorkItem, settings: DecodeSettings
+                   ) -> Iterator[ClipTensor | EncodedVideo | VideoEnd]:
     """`decode_video` of one item, run in this worker's decoding process under the same watchdog as
     the local engine's: the clips, then exactly one `VideoEnd`."""
     process = _decoding_process(settings)
@@ -101,19 +106,35 @@ def decode_watched(item: WorkItem, settings: DecodeSettings) -> Iterator[ClipTen
         if isinstance(event, WorkerProbed):
             watch.limit_s = settings.time_limit_s(event.duration_s)
             watch.progressed()
-        elif isinstance(event, ClipTensor | VideoEnd):
+        elif isinstance(event, ClipTensor | EncodedVideo | VideoEnd):
             watch.progressed()
             yield event
             if isinstance(event, VideoEnd):
                 return
 
 
+def _objects(*values: object) -> NDArray[Any]:
+    """A column of Python objects (numpy would take a dataclass apart)."""
+    column = np.empty(len(values), object)
+    column[:] = values
+    return column
+
+
 def decode_batch(batch: Batch, settings: DecodeSettings) -> Iterator[Batch]:
-    """Ray Data UDF: the videos of `batch` (one per call) → clip rows, then an end-marker row each."""
+    """Ray Data UDF: the videos of `batch` (one per call) → clip rows, then an end-marker row each;
+    with the server decoder, one row each holding the encoded video (None if it failed) and its end."""
     shape = settings.preprocess.output_shape
     for video_id, path, uri in zip(batch["video_id"], batch["path"], batch["uri"], strict=True):
         pending: list[ClipTensor | VideoEnd] = []
+        encoded: EncodedVideo | None = None
         for event in decode_watched(WorkItem(str(video_id), str(path), str(uri)), settings):
+            if isinstance(event, EncodedVideo):
+                encoded = event
+                continue
+            if settings.decoder == "server" and isinstance(event, VideoEnd):
+                yield {"video_id": _objects(event.video_id), "uri": _objects(str(uri)),
+                       "encoded": _objects(encoded), "end": _objects(event)}
+                continue
             pending.append(event)
             if len(pending) == _CLIPS_PER_BLOCK or isinstance(event, VideoEnd):
                 yield _rows(pending, shape)
@@ -130,6 +151,8 @@ class Embedder:
         self._dim = self._runtime.facts.dim
 
     def __call__(self, batch: Batch) -> Batch:
+        if "encoded" in batch:
+            return self._on_server(batch)
         clips = batch["index"] >= 0
         vectors = np.zeros((len(clips), self._dim), np.float32)
         if clips.any():
@@ -137,6 +160,20 @@ class Embedder:
         out = {key: value for key, value in batch.items() if key != "tensor"}
         out["embedding"] = vectors
         return out
+
+    def _on_server(self, batch: Batch) -> Batch:
+        """Rows of encoded videos → their clips' rows and end rows, as `__call__` gives for clips."""
+        events: list[ClipTensor | VideoEnd] = []
+        for encoded, end, uri in zip(batch["encoded"], batch["end"], batch["uri"], strict=True):
+            if encoded is not None:
+                embedded = embed_on_server(self._runtime, encoded, str(uri))
+                events += (ClipTensor(embedded.video_id, clip, vector)
+                           for clip, vector in zip(embedded.clips, embedded.vectors, strict=True))
+                end = embedded.end(end)
+            events.append(end)
+        rows = _rows(events, (self._dim,))
+        rows["embedding"] = rows.pop("tensor")
+        return rows
 
 
 def _deliver(batch: Batch, output: JobOutput) -> None:

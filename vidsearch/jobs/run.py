@@ -65,10 +65,10 @@ def run_embed(job: EmbedJob) -> JobSummary:
 
 
 def _server_runtime(job: EmbedJob, models: RepositoryModels) -> ModelRuntime | None:
-    """The Triton runtime of a local-engine job, opened before decoding starts: whether its server has
-    the decoding ensemble decides where the job's video is decoded. None for other jobs (their
-    runtime opens while the decoding processes fill the queue)."""
-    if job.runtime.kind != "triton" or job.engine != "local" or job.decoder not in ("auto", "server"):
+    """The Triton runtime of a job, opened before decoding starts: whether its server has the decoding
+    ensemble decides where the job's video is decoded (the Ray engine's actors open their own). None
+    for other jobs (their runtime opens while the decoding processes fill the queue)."""
+    if job.runtime.kind != "triton" or job.decoder not in ("auto", "server"):
         return None
     from vidsearch.runtime import open_runtime
 

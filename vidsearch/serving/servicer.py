@@ -184,7 +184,8 @@ class SearchServicer(pb_grpc.SearchServiceServicer):
                              backend=stats.backend, device=stats.device, size_bytes=stats.size_bytes,
                              read_only=stats.read_only, index_version=self._index.version,
                              runtime=self._runtime.kind, runtime_device=choice.device,
-                             runtime_dtype=choice.dtype, runtime_reason=choice.reason)
+                             runtime_dtype=choice.dtype, runtime_reason=choice.reason,
+                             video_decoding="server" if self._runtime.decodes_on_server else "pyav")
 
     def close(self) -> None:
         """Finish the text searches under way; the runtime and the index are the server's to close."""

@@ -205,7 +205,7 @@ def _index_routes(app: FastAPI, api: _Api, guard: list[Any]) -> None:
                      device=s.device, size_bytes=s.size_bytes,
                      read_only=s.read_only, index_version=s.index_version, runtime=s.runtime,
                      runtime_device=s.runtime_device, runtime_dtype=s.runtime_dtype,
-                     runtime_reason=s.runtime_reason)
+                     runtime_reason=s.runtime_reason, video_decoding=s.video_decoding)
 
     @app.delete("/v1/videos/{video_id:path}", response_model=Deleted, responses=_ERRORS, dependencies=guard)
     def delete_video(video_id: str) -> Deleted:

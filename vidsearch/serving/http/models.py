@@ -87,6 +87,7 @@ class Stats(BaseModel):
     runtime_device: str
     runtime_dtype: str
     runtime_reason: str
+    video_decoding: str  # "pyav" (in this process) or "server" (the Triton server decodes)
 
 
 class Deleted(BaseModel):

@@ -293,7 +293,7 @@ class GetIndexStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class IndexStats(_message.Message):
-    __slots__ = ("clips", "videos", "dim", "model", "model_checksum", "index_type", "backend", "device", "size_bytes", "read_only", "index_version", "runtime", "runtime_device", "runtime_dtype", "runtime_reason")
+    __slots__ = ("clips", "videos", "dim", "model", "model_checksum", "index_type", "backend", "device", "size_bytes", "read_only", "index_version", "runtime", "runtime_device", "runtime_dtype", "runtime_reason", "video_decoding")
     CLIPS_FIELD_NUMBER: _ClassVar[int]
     VIDEOS_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +309,7 @@ class IndexStats(_message.Message):
     RUNTIME_DEVICE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_DTYPE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_REASON_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_DECODING_FIELD_NUMBER: _ClassVar[int]
     clips: int
     videos: int
     dim: int
@@ -324,4 +325,5 @@ class IndexStats(_message.Message):
     runtime_device: str
     runtime_dtype: str
     runtime_reason: str
-    def __init__(self, clips: _Optional[int] = ..., videos: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., model_checksum: _Optional[str] = ..., index_type: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., size_bytes: _Optional[int] = ..., read_only: _Optional[bool] = ..., index_version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_device: _Optional[str] = ..., runtime_dtype: _Optional[str] = ..., runtime_reason: _Optional[str] = ...) -> None: ...
+    video_decoding: str
+    def __init__(self, clips: _Optional[int] = ..., videos: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., model_checksum: _Optional[str] = ..., index_type: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., size_bytes: _Optional[int] = ..., read_only: _Optional[bool] = ..., index_version: _Optional[str] = ..., runtime: _Optional[str] = ..., runtime_device: _Optional[str] = ..., runtime_dtype: _Optional[str] = ..., runtime_reason: _Optional[str] = ..., video_decoding: _Optional[str] = ...) -> None: ...
