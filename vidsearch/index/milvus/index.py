@@ -472,6 +472,13 @@ class MilvusClipIndex:
         self._call("release the collection", lambda: self._client.release_collection(self._target.collection))
         self._call("load the collection", lambda: self._client.load_collection(self._target.collection))
 
+    def loaded_segments(self) -> list[int]:
+        """Rows of each segment the query nodes hold: a search visits every one (each with its own
+        vector index) and merges their results, so this says how many index searches one query costs."""
+        segments = self._call("list the loaded segments", lambda: self._client.list_loaded_segments(
+            self._target.collection))  # fmt: skip
+        return sorted((int(segment.num_rows) for segment in segments), reverse=True)
+
     def videos(self) -> int:
         """How many videos have clips here.
 
