@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import tempfile
 import threading
 import time
@@ -42,6 +43,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vidsearch.errors import ConfigError
 from vidsearch.index import (
     ClipRecord,
     FaissClipIndex,
@@ -100,6 +102,8 @@ class Result:
     rss_delta_mb: float
     index_file_mb: float
     points: list[Point] = field(default_factory=list)
+    segments: list[int] = field(default_factory=list)
+    """Milvus only: rows of each loaded segment (each has its own index; a search visits all)."""
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -286,9 +290,9 @@ def cpu_us_per_query(run_one: Callable[[int], object], total: int, repeats: int 
     return best
 
 
-def sweep(factory: str, ef: list[int]) -> list[Tuning]:
+def sweep(factory: str, ef: list[int], nprobe: list[int]) -> list[Tuning]:
     if "IVF" in factory:
-        return [Tuning(nprobe=p) for p in (8, 16, 32, 64)]
+        return [Tuning(nprobe=p) for p in nprobe]
     if "HNSW" in factory:
         return [Tuning(ef_search=e) for e in ef]
     return [Tuning()]
@@ -301,18 +305,37 @@ def index_file_mb(index: FaissClipIndex) -> float:
 
 
 MILVUS_INSERT_BATCH = 10_000
+_IVF = re.compile(r"IVF(\d+),(Flat|SQ8)")
 
 
-def build_milvus(
-    server: LocalMilvus, base: np.ndarray, ef_construction: int
-) -> tuple[MilvusClipIndex, float, float]:
-    """A new HNSW collection holding `base` (FAISS's HNSW32 graph: M 32, the same efConstruction):
-    inserted in batches, flushed and indexed; (index, seconds, +MB)."""
+def milvus_spec(factory: str, ef_construction: int) -> MilvusIndexSpec:
+    """The Milvus index of the same family and parameters as a FAISS factory string, so the two sides
+    compare like with like: HNSW{M},Flat → HNSW (M, efConstruction), IVF{n},Flat → IVF_FLAT and
+    IVF{n},SQ8 → IVF_SQ8 (nlist n), Flat → FLAT. ConfigError for a factory Milvus has no twin of."""
+    if factory == "Flat":
+        return MilvusIndexSpec("FLAT")
+    if hnsw := re.fullmatch(r"HNSW(\d+)(?:,Flat)?", factory):
+        return MilvusIndexSpec("HNSW", {"M": int(hnsw.group(1)), "efConstruction": ef_construction})
+    if ivf := _IVF.fullmatch(factory):
+        kind = "IVF_FLAT" if ivf.group(2) == "Flat" else "IVF_SQ8"
+        return MilvusIndexSpec(kind, {"nlist": int(ivf.group(1))})
+    raise ConfigError(
+        f"FAISS factory {factory!r} has no Milvus twin: use HNSW<M>,Flat, IVF<n>,Flat|SQ8 or Flat"
+    )
+
+
+def milvus_name(spec: MilvusIndexSpec) -> str:
+    return "milvus " + " ".join([spec.index_type, *(f"{k}={v}" for k, v in spec.build.items())])
+
+
+def build_milvus(server: LocalMilvus, base: np.ndarray, spec: MilvusIndexSpec, collection: str
+                 ) -> tuple[MilvusClipIndex, float, float]:  # fmt: skip
+    """A new collection holding `base` with the index `spec`: inserted in batches, flushed and
+    indexed; (index, seconds, +MB of the server)."""
     n, dim = base.shape
     before = server.memory_mb()
     started = time.perf_counter()
-    spec = MilvusIndexSpec("HNSW", build_params={"M": 32, "efConstruction": ef_construction})
-    target = MilvusTarget(uri=server.uri, collection="bench", timeout_s=600.0)
+    target = MilvusTarget(uri=server.uri, collection=collection, timeout_s=600.0)
     index = MilvusClipIndex.create(target, MilvusCollectionConfig(dim=dim, model=MODEL, index=spec))
     for start in range(0, n, MILVUS_INSERT_BATCH):
         stop = min(n, start + MILVUS_INSERT_BATCH)
@@ -323,17 +346,36 @@ def build_milvus(
     return index, time.perf_counter() - started, server.memory_mb() - before
 
 
-def run_milvus(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace) -> Result:
-    seconds = args.seconds
+def run_milvus(
+    base: np.ndarray, queries: np.ndarray, truth: np.ndarray, factories: list[str], args: argparse.Namespace
+) -> list[Result]:
+    """Each factory's Milvus twin on one standalone server, measured at the same settings as FAISS.
+    A collection is dropped before the next is built, so each memory delta is its own."""
+    results = []
     with tempfile.TemporaryDirectory(prefix="milvus-bench-") as data, LocalMilvus(Path(data)) as server:
-        index, build_s, rss_mb = build_milvus(server, base, args.ef_construction)
-        print(f"milvus HNSW: built in {build_s:.1f} s, server +{rss_mb:.0f} MB", flush=True)
-        result = Result("milvus HNSW M32", round(build_s, 1), 0.0, round(rss_mb), 0)
-        for tuning in sweep("HNSW", args.ef):
-            result.points.append(measure(index, queries, truth, tuning, seconds))
-            print("   ", result.points[-1], flush=True)
-        index.close()
-        return result
+        for number, factory in enumerate(factories):
+            spec = milvus_spec(factory, args.ef_construction)
+            index, build_s, rss_mb = build_milvus(server, base, spec, f"bench_{number}")
+            name = milvus_name(spec)
+            segments = index.loaded_segments()
+            print(f"{name}: built in {build_s:.1f} s, server +{rss_mb:.0f} MB, segments {segments}",
+                  flush=True)  # fmt: skip
+            result = Result(name, round(build_s, 1), 0.0, round(rss_mb), 0, segments=segments)
+            for tuning in sweep(factory, args.ef, args.nprobe):
+                result.points.append(measure(index, queries, truth, tuning, args.seconds))
+                print("   ", result.points[-1], flush=True)
+            index.drop()
+            index.close()
+            results.append(result)
+    return results
+
+
+def print_like_with_like(results: list[Result]) -> None:
+    print("like with like: each Milvus index is the FAISS factory's twin (same family and parameters,")
+    print("searched at the same efSearch/nprobe); Milvus builds one index per segment and merges them:")
+    for res in results:
+        if res.segments:
+            print(f"  {res.factory}: {len(res.segments)} segments of {res.segments} rows")
 
 
 def main() -> None:
@@ -356,10 +398,14 @@ def main() -> None:
     parser.add_argument(
         "--ef", type=int, action="append", help="HNSW efSearch values to measure (repeatable) [32..256]"
     )
+    parser.add_argument(
+        "--nprobe", type=int, action="append", help="IVF nprobe values to measure (repeatable) [8..64]"
+    )
     parser.add_argument("--out", type=Path, help="JSON results [results/index.json, index_milvus.json]")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: FAISS on the GPU")
     args = parser.parse_args()
     args.ef = args.ef or [32, 64, 128, 256]
+    args.nprobe = args.nprobe or [8, 16, 32, 64]
     name = "index.json" if args.backend == "faiss" else "index_milvus.json"
     args.out = args.out or Path(__file__).parent / "results" / name
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -377,6 +423,12 @@ def main() -> None:
     if args.backend == "milvus":
         defaults = ["HNSW32,Flat"]
     factories = list(dict.fromkeys(args.factory or defaults))
+    if args.backend == "milvus":
+        for factory in factories:
+            try:
+                milvus_spec(factory, args.ef_construction)  # refuse a factory without a twin before any work
+            except ConfigError as exc:
+                parser.error(str(exc))
 
     started = time.perf_counter()
     base, queries = make_data(args.n, args.dim, args.queries, seed=0)
@@ -394,17 +446,17 @@ def main() -> None:
             factory, round(build_s, 1), round(train_s, 1), round(rss_mb), round(index_file_mb(index))
         )
         print(f"{factory}: built in {build_s:.1f} s (training {train_s:.1f} s), +{rss_mb:.0f} MB", flush=True)
-        for tuning in sweep(factory, args.ef):
+        for tuning in sweep(factory, args.ef, args.nprobe):
             result.points.append(measure(index, queries, truth, tuning, args.seconds))
             print("   ", result.points[-1], flush=True)
         index.close()
         del index
         results.append(result)
     if args.backend == "milvus":
-        results.append(run_milvus(base, queries, truth, args))
+        results.extend(run_milvus(base, queries, truth, factories, args))
 
     header = (
-        f"{'index':<22}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
+        f"{'index':<34}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
         f"{'faiss b1':>10}{'build s':>9}{'mem MB':>8}{'file MB':>9}"
         f"{'search b1':>10}{'raw b1':>8}{'ratio':>6}{'batch b32':>10}{'raw b32':>8}{'ratio':>6}{'+us b1':>7}"
     )
@@ -416,13 +468,15 @@ def main() -> None:
     for res in results:
         for point in res.points:
             print(
-                f"{res.factory:<22}{point.setting:<14}{point.recall_at_10:>10.4f}{point.qps_b1:>9.0f}"
+                f"{res.factory:<34}{point.setting:<14}{point.recall_at_10:>10.4f}{point.qps_b1:>9.0f}"
                 f"{point.qps_b1_2threads:>10.0f}{point.qps_b64:>9.0f}{point.faiss_qps_b1:>10.0f}"
                 f"{res.build_s:>9.1f}{res.rss_delta_mb:>8.0f}{res.index_file_mb:>9.0f}"
                 f"{point.search_qps_b1:>10.0f}{point.raw_qps_b1:>8.0f}{point.ratio_b1:>6.2f}"
                 f"{point.batch_qps_b32:>10.0f}{point.raw_qps_b32:>8.0f}{point.ratio_b32:>6.2f}"
                 f"{point.overhead_us_b1:>7.0f}"
             )
+    if args.backend == "milvus":
+        print_like_with_like(results)
     payload = {
         "n": args.n,
         "dim": args.dim,

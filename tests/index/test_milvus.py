@@ -136,6 +136,19 @@ def test_hnsw_collection_finds_the_exact_neighbours(milvus_server: LocalMilvus) 
         index.drop()
 
 
+def test_loaded_segments_hold_every_sealed_row(milvus_server: LocalMilvus) -> None:
+    """After a bulk load the query nodes hold the rows in sealed segments, and say how many each has."""
+    with milvus_collection(milvus_server, 16, index_type="IVF_FLAT") as index:
+        assert index.loaded_segments() == []
+        index.add(make_records(300), clustered(300, 16, seed=51))
+        index.finish_bulk_load()
+        segments = index.loaded_segments()
+        assert segments
+        assert sum(segments) == 300
+        assert segments == sorted(segments, reverse=True)
+        index.drop()
+
+
 def test_video_count_follows_upserts_and_deletes_without_scanning_again(
     milvus_server: LocalMilvus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,6 +204,7 @@ def test_a_batch_is_one_search_call_and_agrees_with_single_queries(
 
         def counted_search(*args: object, **kwargs: Any) -> Any:
             calls.append(len(kwargs["data"]))
+            assert all(isinstance(row, bytes) and len(row) == 8 * 4 for row in kwargs["data"])  # float32 rows
             return search(*args, **kwargs)
 
         monkeypatch.setattr(index._client, "search", counted_search)

@@ -393,8 +393,11 @@ class MilvusClipIndex:
         expression = ex.filter_expression(search_filter) or ""
         params = {"metric_type": "IP", "params": self._search_params(k, tuning)}
         inline = vectors.shape[0] * k < _FETCH_SEPARATELY_FROM
+        # raw little-endian float32 rows: pymilvus sends bytes as they are (typed by the collection's
+        # cached schema) where it would pack a numpy row float by float (64 × 512: 1.05 ms → 9 µs)
+        rows = [row.tobytes() for row in vectors.astype("<f4", copy=False)]
         results = self._call("search", lambda: self._client.search(
-            self._target.collection, data=list(vectors), filter=expression, limit=k,
+            self._target.collection, data=rows, filter=expression, limit=k,
             output_fields=list(FIELDS) if inline else [], search_params=params, anns_field=VECTOR,
             consistency_level=self._target.consistency))  # fmt: skip
         if inline:
@@ -471,6 +474,13 @@ class MilvusClipIndex:
         self.wait_indexed()
         self._call("release the collection", lambda: self._client.release_collection(self._target.collection))
         self._call("load the collection", lambda: self._client.load_collection(self._target.collection))
+
+    def loaded_segments(self) -> list[int]:
+        """Rows of each segment the query nodes hold: a search visits every one (each with its own
+        vector index) and merges their results, so this says how many index searches one query costs."""
+        segments = self._call("list the loaded segments", lambda: self._client.list_loaded_segments(
+            self._target.collection))  # fmt: skip
+        return sorted((int(segment.num_rows) for segment in segments), reverse=True)
 
     def videos(self) -> int:
         """How many videos have clips here.
