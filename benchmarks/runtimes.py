@@ -17,10 +17,13 @@ Targets (CPU): text tower at batch 1, ONNX Runtime ≥ 1.3 × eager; vision towe
 `--internvideo2` measures the InternVideo2 stage-2 1B vision tower instead (4 × 224², ~2.3 TFLOP a
 clip, counted from its config; exported with its weights in an external-data file, > 2 GB): a few
 clips at batch 1, eager and ONNX Runtime, against the same peak. Target ≥ 60 % of the peak.
+`--layers N` keeps only N of its 40 blocks: every block costs the same (57.6 GFLOP), so a 2–4 block
+proxy gives the per-block share of the peak in seconds, without the 14 GB and the 10-minute export.
 
     .venv/bin/python benchmarks/runtimes.py                 # about 10 minutes on 2 cores
     .venv/bin/python benchmarks/runtimes.py --quick         # smaller batches, shorter timing
     .venv/bin/python benchmarks/runtimes.py --internvideo2  # about 10 minutes; needs ~14 GB of memory
+    .venv/bin/python benchmarks/runtimes.py --internvideo2 --layers 4  # the proxy, under a minute
 
 Prints tables and writes benchmarks/results/runtimes.json (runtimes-internvideo2.json).
 """
@@ -43,12 +46,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from vidsearch.errors import ConfigError
 from vidsearch.export.config import EXTERNAL_DATA_THRESHOLD
 from vidsearch.export.graphs import Graph, graphs_for
 from vidsearch.export.inputs import caption_tokens, random_batch
 from vidsearch.export.onnx_export import export_onnx
 from vidsearch.formats.model_repository import TensorInfo
-from vidsearch.models import InternVideo2Config, create_model
+from vidsearch.models import InternVideo2, InternVideo2Config, create_model
 from vidsearch.models.wordpiece import SPECIALS
 from vidsearch.runtime.torch_backend import Tower, batch_sizes
 
@@ -241,13 +245,25 @@ def machine(threads: int) -> dict[str, object]:
             "providers": ort.get_available_providers()}
 
 
+def internvideo2_model(layers: int) -> InternVideo2:
+    """The preset's model, with only its first `layers` vision blocks when `layers` > 0 (the proxy:
+    every block has the same shapes, so the share of the peak per block is that of the whole tower)."""
+    full = InternVideo2Config().vision_layers
+    if not 0 <= layers <= full:
+        raise ConfigError(f"--layers must be 1 to {full} (0: all), got {layers}")
+    model = create_model(INTERNVIDEO2_PRESET, **({"vision_layers": layers} if layers else {}))
+    assert isinstance(model, InternVideo2)
+    return model.eval()
+
+
 def internvideo2(args: argparse.Namespace, peaks: dict[str, float]) -> None:
     """The 1B vision tower at batch 1: a few clips, eager and ONNX Runtime (random weights)."""
     peak = max(peaks.values())
-    model = create_model(INTERNVIDEO2_PRESET).eval()
-    assert isinstance(model.config, InternVideo2Config)
+    model = internvideo2_model(args.layers)
     macs = internvideo2_vision_macs(model.config)
-    print(f"{INTERNVIDEO2_PRESET} vision: {2 * macs / 1e9:.0f} GFLOP per clip", flush=True)
+    model_layers = model.config.vision_layers
+    title = f"{INTERNVIDEO2_PRESET} ({model_layers} blocks)"
+    print(f"{title} vision: {2 * macs / 1e9:.0f} GFLOP per clip", flush=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as folder:
         vocabulary = Path(folder) / "vocab.txt"  # the text graph wants one; any of the right size will do
@@ -263,7 +279,7 @@ def internvideo2(args: argparse.Namespace, peaks: dict[str, float]) -> None:
         del model
         rows += measure("vision", vision, path, [1], args.threads, 0.0, peak, macs=macs, min_runs=2)
     measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in peaks.items())
-    table(rows, f"{INTERNVIDEO2_PRESET} vision, fp32, {args.threads} threads; matmul peak {peak / 1e9:.1f} "
+    table(rows, f"{title} vision, fp32, {args.threads} threads; matmul peak {peak / 1e9:.1f} "
                 f"GFLOP/s ({measured})")
     best = max(rows, key=lambda r: r.peak_fraction)
     met = best.peak_fraction >= INTERNVIDEO2_PEAK_TARGET
@@ -272,7 +288,8 @@ def internvideo2(args: argparse.Namespace, peaks: dict[str, float]) -> None:
     out = args.out.with_name(args.out.stem + "-internvideo2.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "machine": machine(args.threads), "model": INTERNVIDEO2_PRESET, "gflop_per_clip": 2 * macs / 1e9,
+        "machine": machine(args.threads), "model": INTERNVIDEO2_PRESET,
+        "vision_layers": model_layers, "gflop_per_clip": 2 * macs / 1e9,
         "matmul_peak_flops": peaks, "rows": [asdict(r) for r in rows],
         "verdict": {"best_peak_fraction": best.peak_fraction, "best": best.runtime,
                     "target": INTERNVIDEO2_PEAK_TARGET, "met": met},
@@ -287,8 +304,12 @@ def main() -> None:
                         help="batches 1-2 (vision), 1-8 (text); 1 s per point")
     parser.add_argument("--internvideo2", action="store_true",
                         help=f"the {INTERNVIDEO2_PRESET} vision tower instead of ViCLIP-B/16")
+    parser.add_argument("--layers", type=int, default=0,
+                        help="with --internvideo2: keep only this many vision blocks (a proxy)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.layers and not args.internvideo2:
+        parser.error("--layers goes with --internvideo2")
     torch.set_num_threads(args.threads)
     min_time = 1.0 if args.quick else 3.0
     vision_batches = [1, 2] if args.quick else [1, 2, 4]

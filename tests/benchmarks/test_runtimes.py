@@ -1,0 +1,48 @@
+"""benchmarks/runtimes.py's InternVideo2 proxy: N of the 1B tower's 40 blocks, and the FLOPs it counts.
+
+Built on the meta device: the shapes and the block count are what matter, not 1.3 GB of weights.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vidsearch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import runtimes  # noqa: E402
+
+FULL_GFLOP = 2315  # the whole 1B vision tower, per clip (docs/benchmarks.md)
+
+
+def proxy(layers: int) -> runtimes.InternVideo2:
+    with torch.device("meta"):
+        return runtimes.internvideo2_model(layers)
+
+
+def test_the_proxy_keeps_n_blocks_of_the_full_width_and_each_costs_the_same() -> None:
+    two, three, full = proxy(2), proxy(3), proxy(0)
+    assert [len(m.vision_encoder.blocks) for m in (two, three, full)] == [2, 3, 40]
+    assert two.config.vision_width == full.config.vision_width == 1408
+    macs = {n: runtimes.internvideo2_vision_macs(m.config) for n, m in ((2, two), (3, three), (40, full))}
+    block = macs[3] - macs[2]
+    assert 2 * block / 1e9 == pytest.approx(57.6, abs=0.05)
+    assert macs[40] == pytest.approx(macs[2] + 38 * block)
+    assert round(2 * macs[40] / 1e9) == FULL_GFLOP
+
+
+@pytest.mark.parametrize("layers", [-1, 41])
+def test_a_block_count_the_tower_does_not_have_is_refused(layers: int) -> None:
+    with pytest.raises(ConfigError, match="--layers"):
+        runtimes.internvideo2_model(layers)
+
+
+def test_layers_without_internvideo2_is_a_usage_error() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtimes.py"), "--layers", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--layers goes with --internvideo2" in done.stderr
