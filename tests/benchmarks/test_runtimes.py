@@ -5,6 +5,7 @@ Built on the meta device: the shapes and the block count are what matter, not 1.
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,4 +46,19 @@ def test_layers_without_internvideo2_is_a_usage_error() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtimes.py"), "--layers", "2"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "--layers goes with --internvideo2" in done.stderr
+    assert "--layers and --opset go with --internvideo2" in done.stderr
+
+
+def test_each_run_is_set_against_the_faster_peak_probe_beside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    probes = iter([100e9, 200e9, 50e9, 50e9, 400e9, 100e9])  # before/after each of three runs
+
+    def run() -> None:
+        time.sleep(0.02)
+
+    monkeypatch.setattr(runtimes, "probe_peak", lambda: next(probes))
+    row = runtimes.paired("sleep", run, flops=1e9, runs=3, peak=1e12)
+    seconds = row.latency_ms / 1e3
+    assert 0.02 <= seconds < 0.5
+    # the runs' FLOP/s over 200, 50 and 400 GFLOP/s: the median is the run paired with 200
+    assert row.paired_peak_fraction == pytest.approx(1e9 / seconds / 200e9, rel=0.5)
+    assert row.peak_fraction == pytest.approx(1e9 / seconds / 1e12)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,6 +61,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     model = load_checkpoint(checkpoint, preset)
     assert isinstance(model, InternVideo2)
     return Exported(result, repository, model, vocabulary)
+
+
+def test_onnx_runtime_runs_each_vision_rms_norm_as_one_fused_kernel(exported: Exported,
+                                                                    tmp_path: Path) -> None:
+    """Four RMSNorms a block (norm1, norm2, q, k): written as a division by the root, ONNX Runtime
+    fuses each into SimplifiedLayerNormalization at the default opset (the rsqrt form stays six passes)."""
+    vision = next(m for m in exported.result.models if m.name == "viclip_vision")
+    optimised = tmp_path / "optimised.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(optimised)
+    model = vision.path / "model.onnx"
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(optimised)).graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 4 * TINY_INTERNVIDEO2["vision_layers"]
+    assert "Reciprocal" not in ops
 
 
 def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_preprocessing(
