@@ -79,6 +79,21 @@ def test_onnx_runtime_runs_each_vision_rms_norm_as_one_fused_kernel(exported: Ex
     assert "Reciprocal" not in ops
 
 
+def test_at_opset_23_both_towers_run_on_onnx_runtimes_attention_kernel_within_parity(exported: Exported,
+                                                                                    tmp_path: Path) -> None:
+    """Opset 23 writes attention as one Attention node, which ONNX Runtime runs fused; its kernel
+    refuses a padding mask broadcast over the queries, so the text tower's mask has a row per query."""
+    folder = exported.vocabulary.parent
+    config = ExportConfig(str(folder / "internvideo2-tiny.json"), folder / "stage2.pth",
+                          tmp_path / "repository", max_batch=4, cpu_threads=1, opset=23)
+    for model in export_model(config).models:
+        assert model.parity
+        assert all(figure.max_rel_error <= PARITY for figure in model.parity), model.parity
+        ops = [node.op_type for node in onnx.load(str(model.path / "model.onnx")).graph.node]
+        assert "Attention" in ops, (model.name, ops)
+        assert "Softmax" not in ops, (model.name, ops)
+
+
 def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_preprocessing(
     exported: Exported,
 ) -> None:

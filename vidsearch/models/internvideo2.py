@@ -355,7 +355,9 @@ class Bert(nn.Module):
         """tokens [B, L] (padding 0) → hidden states [B, L, text_width]."""
         x = self.embeddings(tokens)
         keep = (tokens != PAD_TOKEN).to(x.dtype)
-        score_bias = ((1.0 - keep) * MASKED_SCORE)[:, None, None, :]
+        # one row per query, not one broadcast row: ONNX Runtime's Attention (opset 23) refuses a
+        # mask whose query axis is 1 ("inconsistent q_sequence_length")
+        score_bias = ((1.0 - keep) * MASKED_SCORE)[:, None, None, :].expand(-1, -1, tokens.shape[1], -1)
         for layer in self.encoder.layer:
             x = layer(x, score_bias)
         return x
