@@ -80,6 +80,7 @@ class Row:
     gflops: float
     peak_fraction: float
     paired_peak_fraction: float | None = None  # against the peak timed beside each run (--internvideo2)
+    cpu_peak_fraction: float | None = None  # the same per CPU second (--internvideo2)
 
 
 def timed(fn: Callable[[], object], min_time: float, min_runs: int) -> float:
@@ -125,29 +126,40 @@ def matmul_peak(seconds: float, threads: int) -> dict[str, float]:
 PROBE_SIZE = 2048
 
 
-def probe_peak() -> float:
-    """The GEMM peak of this moment: torch.mm 2048², median of three (~0.15 s on a quiet machine)."""
+def probe_peak() -> tuple[float, float]:
+    """The GEMM peak of this moment, per wall second and per CPU second of this process (all its
+    threads): three torch.mm 2048² (~0.15 s on a quiet machine)."""
     a, b = torch.randn(PROBE_SIZE, PROBE_SIZE), torch.randn(PROBE_SIZE, PROBE_SIZE)
-    return 2 * PROBE_SIZE**3 / timed(lambda: torch.mm(a, b), 0.0, 3)
+    torch.mm(a, b)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(3):
+        torch.mm(a, b)
+    flops = 3 * 2 * PROBE_SIZE**3
+    return flops / (time.perf_counter() - wall), flops / (time.process_time() - cpu)
 
 
 def paired(name: str, run: Callable[[], object], flops: float, runs: int, peak: float) -> Row:
     """`runs` timed calls of `run` (after a warm-up), each between two peak probes: the median call
-    time, and the median over calls of the call's FLOP/s over the faster probe beside it."""
+    time; the median over calls of the call's FLOP/s over the faster probe beside it; and the same per
+    CPU second (FLOP per CPU second of the call over that of the probes), which other jobs' load
+    moves less: a thread that waits for a core uses none."""
     run()
-    times, fractions = [], []
+    times, fractions, cpu_fractions = [], [], []
     for _ in range(runs):
         before = probe_peak()
-        begin = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        seconds = time.perf_counter() - begin
+        seconds, cpu_seconds = time.perf_counter() - wall, time.process_time() - cpu
+        after = probe_peak()
         times.append(seconds)
-        fractions.append(flops / seconds / max(before, probe_peak()))
+        fractions.append(flops / seconds / max(before[0], after[0]))
+        cpu_fractions.append(flops / cpu_seconds / ((before[1] + after[1]) / 2))
     seconds = statistics.median(times)
     row = Row("vision", name, 1, 1 / seconds, seconds * 1e3, flops / seconds / 1e9, flops / seconds / peak,
-              statistics.median(fractions))
+              statistics.median(fractions), statistics.median(cpu_fractions))
     print(f"  vision {name:28s}: {1 / seconds:9.3f} clips/s, {statistics.median(fractions):.1%} of the "
-          f"paired peak (runs: {', '.join(f'{t:.2f} s' for t in times)})", flush=True)
+          f"paired peak, {statistics.median(cpu_fractions):.1%} per CPU second "
+          f"(runs: {', '.join(f'{t:.2f} s' for t in times)})", flush=True)
     return row
 
 
@@ -245,12 +257,15 @@ def option_rows(tower: str, graph: Graph, path: Path, batch: int, threads: int, 
 
 
 def table(rows: list[Row], title: str) -> None:
+    paired_rows = any(r.paired_peak_fraction is not None for r in rows)
     print(f"\n{title}")
     print(f"{'tower':6s} | {'runtime':28s} | {'batch':>5s} | {'items/s':>9s} | {'latency ms':>10s} | "
-          f"{'GFLOP/s':>8s} | {'of peak':>7s}")
+          f"{'GFLOP/s':>8s} | {'of peak':>7s}" + (" |  paired | per CPU s" if paired_rows else ""))
     for r in rows:
+        extra = (f" | {r.paired_peak_fraction or 0.0:7.1%} | {r.cpu_peak_fraction or 0.0:9.1%}"
+                 if paired_rows else "")
         print(f"{r.tower:6s} | {r.runtime:28s} | {r.batch:5d} | {r.items_per_s:9.2f} | "
-              f"{r.latency_ms:10.1f} | {r.gflops:8.1f} | {r.peak_fraction:7.1%}")
+              f"{r.latency_ms:10.1f} | {r.gflops:8.1f} | {r.peak_fraction:7.1%}{extra}")
 
 
 def verdicts(rows: list[Row]) -> dict[str, object]:

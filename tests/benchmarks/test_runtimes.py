@@ -50,7 +50,8 @@ def test_layers_without_internvideo2_is_a_usage_error() -> None:
 
 
 def test_each_run_is_set_against_the_faster_peak_probe_beside_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    probes = iter([100e9, 200e9, 50e9, 50e9, 400e9, 100e9])  # before/after each of three runs
+    # before/after each of three runs: (FLOP per wall second, per CPU second)
+    probes = iter([(p, 2 * p) for p in (100e9, 200e9, 50e9, 50e9, 400e9, 100e9)])
 
     def run() -> None:
         time.sleep(0.02)
@@ -62,3 +63,6 @@ def test_each_run_is_set_against_the_faster_peak_probe_beside_it(monkeypatch: py
     # the runs' FLOP/s over 200, 50 and 400 GFLOP/s: the median is the run paired with 200
     assert row.paired_peak_fraction == pytest.approx(1e9 / seconds / 200e9, rel=0.5)
     assert row.peak_fraction == pytest.approx(1e9 / seconds / 1e12)
+    # a sleeping run uses almost no CPU: per CPU second it looks far faster than any probe
+    assert row.cpu_peak_fraction is not None
+    assert row.cpu_peak_fraction > row.paired_peak_fraction
