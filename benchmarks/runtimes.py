@@ -344,7 +344,7 @@ def internvideo2(args: argparse.Namespace, peaks: dict[str, float]) -> None:
                                runs, peak))
             del session
             load.append(os.getloadavg()[0])
-    measured = ", ".join(f"{name} {flops / 1e9:.1f}" for name, flops in peaks.items())
+    measured = ", ".join(f"{name} {value / 1e9:.1f}" for name, value in peaks.items())
     table(rows, f"{title} vision, fp32, {args.threads} threads; matmul peak {peak / 1e9:.1f} "
                 f"GFLOP/s ({measured}); load average {', '.join(f'{x:.1f}' for x in load)}")
     best = max(rows, key=lambda r: r.paired_peak_fraction or 0.0)
