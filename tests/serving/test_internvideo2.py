@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,6 +61,37 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     model = load_checkpoint(checkpoint, preset)
     assert isinstance(model, InternVideo2)
     return Exported(result, repository, model, vocabulary)
+
+
+def test_onnx_runtime_runs_each_vision_rms_norm_as_one_fused_kernel(exported: Exported,
+                                                                    tmp_path: Path) -> None:
+    """Four RMSNorms a block (norm1, norm2, q, k): written as a division by the root, ONNX Runtime
+    fuses each into SimplifiedLayerNormalization at the default opset (the rsqrt form stays six passes)."""
+    vision = next(m for m in exported.result.models if m.name == "viclip_vision")
+    optimised = tmp_path / "optimised.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(optimised)
+    model = vision.path / "model.onnx"
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(optimised)).graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 4 * TINY_INTERNVIDEO2["vision_layers"]
+    assert "Reciprocal" not in ops
+
+
+def test_at_opset_23_both_towers_run_on_onnx_runtimes_attention_kernel_within_parity(exported: Exported,
+                                                                                    tmp_path: Path) -> None:
+    """Opset 23 writes attention as one Attention node, which ONNX Runtime runs fused; its kernel
+    refuses a padding mask broadcast over the queries, so the text tower's mask has a row per query."""
+    folder = exported.vocabulary.parent
+    config = ExportConfig(str(folder / "internvideo2-tiny.json"), folder / "stage2.pth",
+                          tmp_path / "repository", max_batch=4, cpu_threads=1, opset=23)
+    for model in export_model(config).models:
+        assert model.parity
+        assert all(figure.max_rel_error <= PARITY for figure in model.parity), model.parity
+        ops = [node.op_type for node in onnx.load(str(model.path / "model.onnx")).graph.node]
+        assert "Attention" in ops, (model.name, ops)
+        assert "Softmax" not in ops, (model.name, ops)
 
 
 def test_export_writes_both_towers_within_parity_with_their_tokenizer_and_preprocessing(

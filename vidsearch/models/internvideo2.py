@@ -97,7 +97,11 @@ class InternVideo2Config:
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) · weight, computed in float32 (the official norm's habit under mixed precision)."""
+    """x / rms(x) · weight, computed in float32 (the official norm's habit under mixed precision).
+
+    Written as a division by the square root, not a product with `rsqrt` (the official form, equal to
+    ~1 ulp): exported at any opset, that is the pattern ONNX Runtime fuses into one
+    SimplifiedLayerNormalization kernel; the `rsqrt` form stays six elementwise passes."""
 
     def __init__(self, width: int, eps: float = RMS_NORM_EPS) -> None:
         super().__init__()
@@ -105,7 +109,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        normed = x.float() / torch.sqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
 
@@ -351,7 +355,9 @@ class Bert(nn.Module):
         """tokens [B, L] (padding 0) → hidden states [B, L, text_width]."""
         x = self.embeddings(tokens)
         keep = (tokens != PAD_TOKEN).to(x.dtype)
-        score_bias = ((1.0 - keep) * MASKED_SCORE)[:, None, None, :]
+        # one row per query, not one broadcast row: ONNX Runtime's Attention (opset 23) refuses a
+        # mask whose query axis is 1 ("inconsistent q_sequence_length")
+        score_bias = ((1.0 - keep) * MASKED_SCORE)[:, None, None, :].expand(-1, -1, tokens.shape[1], -1)
         for layer in self.encoder.layer:
             x = layer(x, score_bias)
         return x
