@@ -174,14 +174,14 @@ def export(tower: str, out: Path) -> Path:
     from vidsearch.export import ExportConfig, export_model
     from vidsearch.models import create_model
 
+    repository = out / f"repository-{tower}"
+    if repository.is_dir():
+        return repository
     preset = out / f"bench-{tower}.json"
     preset.write_text(json.dumps({"family": "viclip", "config": TOWERS[tower]}))
     torch.manual_seed(0)
     checkpoint = out / f"bench-{tower}.pth"
     torch.save({"model": create_model(preset).state_dict()}, checkpoint)
-    repository = out / f"repository-{tower}"
-    if repository.is_dir():
-        return repository
     building = out / f".building-repository-{tower}"
     shutil.rmtree(building, ignore_errors=True)
     export_model(ExportConfig(str(preset), checkpoint, building, max_batch=MAX_BATCH))
