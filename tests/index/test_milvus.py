@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from vidsearch.errors import (
 from vidsearch.index import ClipRecord, SearchFilter, TimeRange, Tuning
 from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusIndexSpec, MilvusTarget
 from vidsearch.index.milvus.expressions import filter_expression, string_literal
+from vidsearch.index.milvus.local_server import group_members
 
 from .conftest import milvus_collection
 from .helpers import MODEL, brute_force, clustered, make_records
@@ -71,6 +75,38 @@ def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> Non
     ]
     assert len(listening) == 2, "the gRPC and health relays"
     assert all(address.startswith("0100007F:") for address in listening), listening
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from vidsearch.index.milvus import LocalMilvus
+server = LocalMilvus(Path(sys.argv[1]), startup_timeout_s=240)
+server.start()
+print(server.processes()[0].name, flush=True)  # the launcher: the group's leader
+time.sleep(3600)
+"""
+
+
+def test_a_server_whose_owner_is_killed_goes_down_with_it(tmp_path: Path) -> None:
+    """An owner SIGKILLed without stopping its server (a benchmark past a test's timeout) leaves no
+    Milvus running: the launcher sees its stdin pipe close and kills Milvus, then exits."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    group = 0
+    try:
+        assert owner.stdout is not None
+        group = int(owner.stdout.readline())
+        assert len(group_members(group)) >= 2, "the launcher and Milvus are up"
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 30
+        while group_members(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group_members(group) == [], "Milvus outlived its owner"
+    finally:
+        owner.kill()
+        if group and group_members(group):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _socket_inode(fd: Path) -> int | None:

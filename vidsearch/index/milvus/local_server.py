@@ -131,8 +131,8 @@ class LocalMilvus:
         log = open(self.data_dir / "logs" / "loopback.log", "ab")  # noqa: SIM115 - the child holds it
         with log:
             self._process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+                command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE, start_new_session=True
+            )  # the launcher stops Milvus when this stdin pipe closes: when this process dies unstopped
         try:
             self._await_ports()
             self._await_health()
@@ -200,8 +200,9 @@ class LocalMilvus:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
         _await_group_gone(process.pid)
 
     def restart(self) -> None:

@@ -10,7 +10,9 @@ unreachable from outside the namespace.
     python -m vidsearch.index.milvus.loopback --bin DIR --data DIR --config FILE
 
 prints one JSON line {"grpc": PORT, "http": PORT} once the outer ports are bound, then runs until Milvus
-exits (with its exit status) or until killed; `local_server.LocalMilvus` starts and stops it.
+exits (with its exit status), until killed, or until its standard input closes: `local_server.LocalMilvus`
+holds the other end of that pipe, so an owner that dies without stopping it (SIGKILL, a test's timeout)
+takes this server down with it instead of leaving it running. Milvus itself dies with this process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ctypes
 import fcntl
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -40,6 +43,20 @@ GRPC_PORT = 19530
 HTTP_PORT = 9091
 """Milvus's health and metrics port inside the namespace."""
 _CHUNK = 1 << 18
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the Milvus child before exec: the kernel kills it when this launcher dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _stop_when_owner_gone(milvus: subprocess.Popen[bytes]) -> None:
+    """Kill Milvus once standard input reaches its end: the owner closed the pipe or died."""
+    sys.stdin.buffer.read()
+    milvus.kill()
 
 
 def _enter_private_network() -> None:
@@ -119,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
+            preexec_fn=_die_with_parent,  # this process is single-threaded until the relays start below
         )
+    threading.Thread(target=_stop_when_owner_gone, args=(milvus,), daemon=True).start()
     for name, inner in (("grpc", GRPC_PORT), ("http", HTTP_PORT)):
         threading.Thread(target=_relay, args=(outer[name], inner), daemon=True).start()
     ports = {name: sock.getsockname()[1] for name, sock in outer.items()}
