@@ -22,7 +22,7 @@ from vidsearch.errors import (
 from vidsearch.index import ClipRecord, SearchFilter, TimeRange, Tuning
 from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusIndexSpec, MilvusTarget
 from vidsearch.index.milvus.expressions import filter_expression, string_literal
-from vidsearch.index.milvus.local_server import group_members
+from vidsearch.index.milvus.local_server import group_members, write_config
 
 from .conftest import milvus_collection
 from .helpers import MODEL, brute_force, clustered, make_records
@@ -107,6 +107,19 @@ def test_a_server_whose_owner_is_killed_goes_down_with_it(tmp_path: Path) -> Non
         owner.kill()
         if group and group_members(group):
             os.killpg(group, signal.SIGKILL)
+
+
+def test_segment_size_is_set_in_the_server_config_and_sealed_at_full_size(tmp_path: Path) -> None:
+    default = write_config(tmp_path).read_text()
+    larger = write_config(tmp_path, segment_mb=8192).read_text()
+    assert "    maxSize: 512 # Maximum size of a segment in MB" in default
+    assert "    sealProportion: 0.23" in default
+    assert "    maxSize: 8192 # Maximum size of a segment in MB" in larger
+    assert "    sealProportion: 1.0" in larger
+    changed = [(a, b) for a, b in zip(default.splitlines(), larger.splitlines(), strict=True) if a != b]
+    assert len(changed) == 2, changed
+    with pytest.raises(ValueError, match="segment_mb"):
+        LocalMilvus(tmp_path / "none", segment_mb=0)
 
 
 def _socket_inode(fd: Path) -> int | None:

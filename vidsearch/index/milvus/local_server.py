@@ -6,6 +6,12 @@ cache folder, writes the configuration with every path inside its data folder, a
 through `loopback` (a private network namespace with relays on 127.0.0.1), because Milvus 2.3 would
 otherwise listen on every interface. Milvus ignores SIGTERM for a long time, so `stop` kills the
 whole process group and waits for it.
+
+Milvus searches every sealed segment of a collection one after another and merges their results, so a
+collection of many small segments answers one query slower than the same rows in a few large ones.
+The template seals a segment at 23% of 512 MB by Milvus's own row-size estimate, some 30,000 rows of
+512-d clips; `segment_mb` raises the limit and seals at the full size, as a cluster's
+`dataCoord.segment.maxSize` and `sealProportion` would be set for a large index.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from vidsearch.errors import MissingDependencyError, VidsearchError
 
 _TEMPLATE_FIELD = re.compile(r"\{\{\s*(\w+)\s*(?:\(\w+\))?\s*(?::\s*([^}]*?))?\s*\}\}")
 _LOG_TAIL_BYTES = 4000
+_SEGMENT_SIZE = re.compile(  # dataCoord.segment's maxSize and, a few lines on, its sealProportion
+    r"(?P<head>\n    maxSize: )\d+(?P<middle> # Maximum size of a segment in MB\n"
+    r"(?:.*\n)*?    sealProportion: )[\d.]+"
+)
 
 
 class LocalMilvusError(VidsearchError):
@@ -73,8 +83,12 @@ def unpacked_binaries() -> Path:
     return target
 
 
-def write_config(data_dir: Path) -> Path:
-    """`data_dir/configs/milvus.yaml` from the wheel's template, every path inside `data_dir`."""
+def write_config(data_dir: Path, segment_mb: int | None = None) -> Path:
+    """`data_dir/configs/milvus.yaml` from the wheel's template, every path inside `data_dir`.
+
+    `segment_mb`, when given, is the size at which a growing segment is sealed (the template's default
+    otherwise: 23% of 512 MB).
+    """
     package, _ = _milvus_package()
     values = {
         "etcd_log_path": data_dir / "logs" / "etcd.log",
@@ -92,6 +106,10 @@ def write_config(data_dir: Path) -> Path:
         return (default or "").strip()
 
     text = _TEMPLATE_FIELD.sub(fill, (package / "config.yaml.template").read_text())
+    if segment_mb is not None:
+        text, found = _SEGMENT_SIZE.subn(rf"\g<head>{segment_mb}\g<middle>1.0", text)
+        if found != 1:
+            raise LocalMilvusError("the Milvus config template has no dataCoord.segment maxSize to set")
     configs = data_dir / "configs"
     for folder in (configs, data_dir / "logs", data_dir / "run"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -104,11 +122,17 @@ class LocalMilvus:
     """One standalone Milvus server, reachable at `uri` (127.0.0.1) once `start` returns.
 
     `restart` keeps the data and the outer ports, so a client's URI stays valid across it.
+    `segment_mb` is the segment size of `write_config` (the template's when None).
     """
 
-    def __init__(self, data_dir: Path, startup_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self, data_dir: Path, startup_timeout_s: float = 180.0, segment_mb: int | None = None
+    ) -> None:
+        if segment_mb is not None and segment_mb < 1:
+            raise ValueError(f"segment_mb must be at least 1, got {segment_mb}")
         self.data_dir = data_dir
         self.startup_timeout_s = startup_timeout_s
+        self.segment_mb = segment_mb
         self._process: subprocess.Popen[bytes] | None = None
         self._ports: dict[str, int] = {}
 
@@ -122,7 +146,7 @@ class LocalMilvus:
 
     def start(self) -> None:
         binaries = unpacked_binaries()
-        write_config(self.data_dir)
+        write_config(self.data_dir, self.segment_mb)
         command = [
             sys.executable, "-m", "vidsearch.index.milvus.loopback",
             "--bin", str(binaries), "--data", str(self.data_dir),
