@@ -22,6 +22,17 @@ With `--backend milvus` the same data and queries go to FAISS (`--factory`, defa
 `MilvusClipIndex` on a standalone Milvus started for the run (`LocalMilvus`, 127.0.0.1, data in a temp
 folder): build time (insert, flush, index built), the server's memory, recall@10 and queries/s at the
 same efSearch values. Milvus's numbers include the gRPC hop and the server's own threads.
+`--milvus-segment-mb` sets the size at which Milvus seals a segment (see `LocalMilvus`): a search visits
+every segment in turn, so a 1M collection in the default ~30,000-row segments answers slower than in
+one segment. The Milvus/FAISS table divides each Milvus number by its FAISS twin's at the same setting.
+
+`qps_b1_clients` is the serving view of batch 1: `--clients` threads each send one query at a time,
+as concurrent Search requests do, through the service's batching (`DynamicBatcher` over
+`ClipIndex.search_batch`, one OpenMP thread, as `TextSearcher` runs it), so queries that arrive while
+a search runs go together in the next one.
+
+    python benchmarks/index.py --backend milvus --n 1000000 --factory IVF1024,Flat \
+        --nprobe 2 --nprobe 8 --milvus-segment-mb 8192          # Milvus against FAISS at 1M, ~30 min
 
 Prints a table and writes benchmarks/results/index.json.
 """
@@ -52,6 +63,7 @@ from vidsearch.index import (
     PageRequest,
     SearchFilter,
     SearchOptions,
+    SearchPage,
     Tuning,
 )
 from vidsearch.index.factory import choose_factory, plan_index
@@ -63,6 +75,7 @@ from vidsearch.index.milvus import (
     MilvusIndexSpec,
     MilvusTarget,
 )
+from vidsearch.runtime.batching import DynamicBatcher
 
 CLIPS_PER_VIDEO = 20
 TOPICS = 1024
@@ -84,6 +97,7 @@ class Point:
     batch_qps_b32: float = 0.0
     raw_qps_b32: float = 0.0
     overhead_us_b1: float = 0.0
+    qps_b1_clients: float = 0.0
 
     @property
     def ratio_b1(self) -> float:
@@ -104,6 +118,8 @@ class Result:
     points: list[Point] = field(default_factory=list)
     segments: list[int] = field(default_factory=list)
     """Milvus only: rows of each loaded segment (each has its own index; a search visits all)."""
+    twin_of: str = ""
+    """Milvus only: the FAISS factory this index is the twin of."""
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -201,12 +217,57 @@ def rate(run_one: Callable[[int], object], total: int, batch: int, seconds: floa
     return best
 
 
+def clients_rate(
+    index: FaissClipIndex | MilvusClipIndex, queries: np.ndarray, tuning: Tuning, clients: int, seconds: float
+) -> float:
+    """Queries per second of `clients` threads that each send one query at a time through the service's
+    batching (`DynamicBatcher` over `search_batch` on one OpenMP thread, as `TextSearcher` runs it)."""
+    options = SearchOptions(top_k=K, tuning=tuning)
+
+    def run(offsets: list[int]) -> list[SearchPage]:
+        with omp_threads(1):
+            return list(index.search_batch(queries[offsets], [PageRequest(options)] * len(offsets)))
+
+    batcher: DynamicBatcher[int, SearchPage] = DynamicBatcher(run, max_batch=64, name="bench-clients")
+    done = [0] * clients
+    failures: list[BaseException] = []
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client(number: int) -> None:
+        offset = number
+        start.wait()
+        try:
+            while time.perf_counter() < stop_at[0]:
+                if not batcher.map([offset % len(queries)])[0].hits:
+                    raise RuntimeError(f"query {offset % len(queries)} found nothing")
+                done[number] += 1
+                offset += clients
+        except BaseException as error:  # handed to the caller below
+            failures.append(error)
+
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for worker in workers:
+        worker.start()
+    stop_at[0] = time.perf_counter() + seconds
+    started = time.perf_counter()
+    start.wait()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    batcher.close()
+    if failures:
+        raise failures[0]
+    return sum(done) / elapsed
+
+
 def measure(
     index: FaissClipIndex | MilvusClipIndex,
     queries: np.ndarray,
     truth: np.ndarray,
     tuning: Tuning,
     seconds: float,
+    clients: int = 0,
 ) -> Point:
     no_filter = SearchFilter()
     hits = index.search_hits(queries, K, no_filter, tuning)
@@ -246,6 +307,7 @@ def measure(
         qps_b1_2threads=round(sum(per_thread)),
         qps_b64=round(rate(sixty_four, nq, 64, seconds)),
         faiss_qps_b1=round(rate(bare, nq, 1, seconds)) if searcher is not None else 0,
+        qps_b1_clients=round(clients_rate(index, queries, tuning, clients, seconds)) if clients else 0,
         **serving,
     )
 
@@ -352,7 +414,10 @@ def run_milvus(
     """Each factory's Milvus twin on one standalone server, measured at the same settings as FAISS.
     A collection is dropped before the next is built, so each memory delta is its own."""
     results = []
-    with tempfile.TemporaryDirectory(prefix="milvus-bench-") as data, LocalMilvus(Path(data)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="milvus-bench-") as data,
+        LocalMilvus(Path(data), segment_mb=args.milvus_segment_mb) as server,
+    ):
         for number, factory in enumerate(factories):
             spec = milvus_spec(factory, args.ef_construction)
             index, build_s, rss_mb = build_milvus(server, base, spec, f"bench_{number}")
@@ -360,9 +425,11 @@ def run_milvus(
             segments = index.loaded_segments()
             print(f"{name}: built in {build_s:.1f} s, server +{rss_mb:.0f} MB, segments {segments}",
                   flush=True)  # fmt: skip
-            result = Result(name, round(build_s, 1), 0.0, round(rss_mb), 0, segments=segments)
+            result = Result(
+                name, round(build_s, 1), 0.0, round(rss_mb), 0, segments=segments, twin_of=factory
+            )
             for tuning in sweep(factory, args.ef, args.nprobe):
-                result.points.append(measure(index, queries, truth, tuning, args.seconds))
+                result.points.append(measure(index, queries, truth, tuning, args.seconds, args.clients))
                 print("   ", result.points[-1], flush=True)
             index.drop()
             index.close()
@@ -376,6 +443,39 @@ def print_like_with_like(results: list[Result]) -> None:
     for res in results:
         if res.segments:
             print(f"  {res.factory}: {len(res.segments)} segments of {res.segments} rows")
+
+
+VERSUS = ("qps_b1", "qps_b1_clients", "qps_b64")
+
+
+def versus(results: list[Result]) -> list[dict[str, object]]:
+    """Each Milvus point beside its FAISS twin's at the same setting: both recalls and the ratio
+    Milvus / FAISS of each throughput in `VERSUS` (0 where FAISS measured none)."""
+    faiss_points = {(r.factory, p.setting): p for r in results if not r.twin_of for p in r.points}
+    rows: list[dict[str, object]] = []
+    for res in results:
+        for point in res.points:
+            twin = faiss_points.get((res.twin_of, point.setting))
+            if not res.twin_of or twin is None:
+                continue
+            row: dict[str, object] = {
+                "milvus": res.factory, "faiss": res.twin_of, "setting": point.setting,
+                "recall_milvus": point.recall_at_10, "recall_faiss": twin.recall_at_10,
+            }  # fmt: skip
+            for name in VERSUS:
+                theirs = getattr(twin, name)
+                row[f"ratio_{name}"] = round(getattr(point, name) / theirs, 3) if theirs else 0.0
+            rows.append(row)
+    return rows
+
+
+def print_versus(rows: list[dict[str, object]]) -> None:
+    print("\nMilvus / FAISS at the same setting (ratios of queries/s):")
+    print(f"{'faiss index':<20}{'setting':<14}{'recall M':>9}{'recall F':>9}"
+          + "".join(f"{name:>16}" for name in VERSUS))  # fmt: skip
+    for row in rows:
+        print(f"{row['faiss']!s:<20}{row['setting']!s:<14}{row['recall_milvus']:>9.4f}{row['recall_faiss']:>9.4f}"
+              + "".join(f"{row[f'ratio_{name}']:>16.2f}" for name in VERSUS))  # fmt: skip
 
 
 def main() -> None:
@@ -403,6 +503,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="JSON results [results/index.json, index_milvus.json]")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="gpu: FAISS on the GPU")
+    parser.add_argument(
+        "--clients", type=int, default=16, help="threads of qps_b1_clients, one query each at a time [16]"
+    )
+    parser.add_argument(
+        "--milvus-segment-mb", type=int, help="MB at which Milvus seals a segment [23%% of 512]"
+    )
     args = parser.parse_args()
     args.ef = args.ef or [32, 64, 128, 256]
     args.nprobe = args.nprobe or [8, 16, 32, 64]
@@ -447,7 +553,7 @@ def main() -> None:
         )
         print(f"{factory}: built in {build_s:.1f} s (training {train_s:.1f} s), +{rss_mb:.0f} MB", flush=True)
         for tuning in sweep(factory, args.ef, args.nprobe):
-            result.points.append(measure(index, queries, truth, tuning, args.seconds))
+            result.points.append(measure(index, queries, truth, tuning, args.seconds, args.clients))
             print("   ", result.points[-1], flush=True)
         index.close()
         del index
@@ -457,7 +563,7 @@ def main() -> None:
 
     header = (
         f"{'index':<34}{'setting':<14}{'recall@10':>10}{'qps b1':>9}{'b1 x2thr':>10}{'qps b64':>9}"
-        f"{'faiss b1':>10}{'build s':>9}{'mem MB':>8}{'file MB':>9}"
+        f"{'faiss b1':>10}{'b1 clients':>11}{'build s':>9}{'mem MB':>8}{'file MB':>9}"
         f"{'search b1':>10}{'raw b1':>8}{'ratio':>6}{'batch b32':>10}{'raw b32':>8}{'ratio':>6}{'+us b1':>7}"
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -469,7 +575,7 @@ def main() -> None:
         for point in res.points:
             print(
                 f"{res.factory:<34}{point.setting:<14}{point.recall_at_10:>10.4f}{point.qps_b1:>9.0f}"
-                f"{point.qps_b1_2threads:>10.0f}{point.qps_b64:>9.0f}{point.faiss_qps_b1:>10.0f}"
+                f"{point.qps_b1_2threads:>10.0f}{point.qps_b64:>9.0f}{point.faiss_qps_b1:>10.0f}{point.qps_b1_clients:>11.0f}"
                 f"{res.build_s:>9.1f}{res.rss_delta_mb:>8.0f}{res.index_file_mb:>9.0f}"
                 f"{point.search_qps_b1:>10.0f}{point.raw_qps_b1:>8.0f}{point.ratio_b1:>6.2f}"
                 f"{point.batch_qps_b32:>10.0f}{point.raw_qps_b32:>8.0f}{point.ratio_b32:>6.2f}"
@@ -477,6 +583,7 @@ def main() -> None:
             )
     if args.backend == "milvus":
         print_like_with_like(results)
+        print_versus(versus(results))
     payload = {
         "n": args.n,
         "dim": args.dim,
@@ -494,6 +601,10 @@ def main() -> None:
         ],
     }
     payload["backend"] = args.backend
+    payload["clients"] = args.clients
+    if args.backend == "milvus":
+        payload["milvus_segment_mb"] = args.milvus_segment_mb
+        payload["milvus_vs_faiss"] = versus(results)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
 

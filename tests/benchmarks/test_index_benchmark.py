@@ -51,6 +51,30 @@ def test_ivf_sweeps_the_given_nprobe_values_and_hnsw_the_given_ef() -> None:
     assert bench.sweep("Flat", [64], [2]) == [Tuning()]
 
 
+def test_each_milvus_point_is_divided_by_its_faiss_twin_at_the_same_setting() -> None:
+    def point(setting: str, recall: float, b1: float, clients: float, b64: float) -> object:
+        return bench.Point(setting, recall, qps_b1=b1, qps_b1_2threads=0, qps_b64=b64, faiss_qps_b1=0,
+                           qps_b1_clients=clients)  # fmt: skip
+
+    faiss_ivf = bench.Result("IVF64,Flat", 1, 0, 1, 1, points=[
+        point("nprobe=2", 0.9, 1000, 2000, 4000), point("nprobe=8", 0.99, 500, 0, 2000)])  # fmt: skip
+    faiss_hnsw = bench.Result("HNSW32,Flat", 1, 0, 1, 1, points=[point("nprobe=2", 0.5, 1, 1, 1)])
+    milvus_ivf = bench.Result("milvus IVF_FLAT nlist=64", 1, 0, 1, 0, twin_of="IVF64,Flat", points=[
+        point("nprobe=2", 0.95, 250, 1500, 1000), point("nprobe=8", 0.98, 250, 700, 3000),
+        point("nprobe=32", 1.0, 10, 10, 10)])  # fmt: skip
+    rows = bench.versus([faiss_ivf, faiss_hnsw, milvus_ivf])
+    assert [r["setting"] for r in rows] == ["nprobe=2", "nprobe=8"], "nprobe=32: FAISS measured no twin"
+    assert {r["faiss"] for r in rows} == {"IVF64,Flat"}, "never the HNSW point of the same setting"
+
+    def ratios(row: dict[str, object]) -> tuple[object, ...]:
+        return tuple(row[f"ratio_{name}"] for name in ("qps_b1", "qps_b1_clients", "qps_b64"))
+
+    first, second = rows
+    assert (first["recall_milvus"], first["recall_faiss"]) == (0.95, 0.9)
+    assert ratios(first) == (0.25, 0.75, 0.25)
+    assert ratios(second) == (0.5, 0.0, 1.5), "no FAISS number to divide by: 0"
+
+
 def test_a_factory_without_a_twin_is_refused_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     run = subprocess.run(
@@ -69,19 +93,27 @@ def test_ivf_side_by_side_measures_both_backends_at_the_same_nprobe(tmp_path: Pa
     out = tmp_path / "out.json"
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--backend", "milvus", "--n", "3000", "--queries", "64",
-         "--seconds", "0.3", "--factory", "IVF32,Flat", "--nprobe", "2", "--nprobe", "32", "--out", str(out)],
+         "--seconds", "0.3", "--factory", "IVF32,Flat", "--nprobe", "2", "--nprobe", "32", "--clients", "4",
+         "--milvus-segment-mb", "8", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    results = {r["factory"]: r for r in json.loads(out.read_text())["results"]}
+    report = json.loads(out.read_text())
+    results = {r["factory"]: r for r in report["results"]}
     assert set(results) == {"IVF32,Flat", "milvus IVF_FLAT nlist=32"}
     faiss_ivf, milvus_ivf = results["IVF32,Flat"], results["milvus IVF_FLAT nlist=32"]
     for result in (faiss_ivf, milvus_ivf):
         assert [p["setting"] for p in result["points"]] == ["nprobe=2", "nprobe=32"]
-        assert all(p["qps_b1"] > 0 and p["qps_b64"] > 0 for p in result["points"])
+        assert all(p["qps_b1"] > 0 and p["qps_b64"] > 0 and p["qps_b1_clients"] > 0 for p in result["points"])
         assert result["points"][1]["recall_at_10"] == pytest.approx(1.0)  # every list probed: exact
         assert result["points"][0]["recall_at_10"] < 1.0
     assert sum(milvus_ivf["segments"]) == 3000
+    assert len(milvus_ivf["segments"]) > 1, "8 MB segments: Milvus sealed several"
+    assert report["milvus_segment_mb"] == 8
+    versus = report["milvus_vs_faiss"]
+    assert [row["setting"] for row in versus] == ["nprobe=2", "nprobe=32"]
+    assert all(row["ratio_qps_b1"] > 0 and row["ratio_qps_b1_clients"] > 0 for row in versus)
+    assert "Milvus / FAISS" in run.stdout
     assert milvus_ivf["build_s"] > 0
     assert milvus_ivf["rss_delta_mb"] > 0
     assert "like with like" in run.stdout
