@@ -114,10 +114,12 @@ def test_segment_size_is_set_in_the_server_config_and_sealed_at_full_size(tmp_pa
     larger = write_config(tmp_path, segment_mb=8192).read_text()
     assert "    maxSize: 512 # Maximum size of a segment in MB" in default
     assert "    sealProportion: 0.23" in default
+    assert "    maxBinlogFileNumber: 32" in default
     assert "    maxSize: 8192 # Maximum size of a segment in MB" in larger
     assert "    sealProportion: 1.0" in larger
+    assert "    maxBinlogFileNumber: 8192" in larger
     changed = [(a, b) for a, b in zip(default.splitlines(), larger.splitlines(), strict=True) if a != b]
-    assert len(changed) == 2, changed
+    assert len(changed) == 3, "the log's maxSize (also 'maxSize:') is left alone"
     with pytest.raises(ValueError, match="segment_mb"):
         LocalMilvus(tmp_path / "none", segment_mb=0)
 

@@ -9,9 +9,10 @@ whole process group and waits for it.
 
 Milvus searches every sealed segment of a collection one after another and merges their results, so a
 collection of many small segments answers one query slower than the same rows in a few large ones.
-The template seals a segment at 23% of 512 MB by Milvus's own row-size estimate, some 30,000 rows of
-512-d clips; `segment_mb` raises the limit and seals at the full size, as a cluster's
-`dataCoord.segment.maxSize` and `sealProportion` would be set for a large index.
+The template seals a segment at 23% of 512 MB by Milvus's own row-size estimate (some 30,000 rows of
+512-d clips), or at 32 binlog files (one per insert call of up to 16 MB), whichever comes first.
+`segment_mb` raises the size, seals at the full size and allows a binlog file per MB, as a cluster's
+`dataCoord.segment` settings would be raised for a large index.
 """
 
 from __future__ import annotations
@@ -37,10 +38,7 @@ from vidsearch.errors import MissingDependencyError, VidsearchError
 
 _TEMPLATE_FIELD = re.compile(r"\{\{\s*(\w+)\s*(?:\(\w+\))?\s*(?::\s*([^}]*?))?\s*\}\}")
 _LOG_TAIL_BYTES = 4000
-_SEGMENT_SIZE = re.compile(  # dataCoord.segment's maxSize and, a few lines on, its sealProportion
-    r"(?P<head>\n    maxSize: )\d+(?P<middle> # Maximum size of a segment in MB\n"
-    r"(?:.*\n)*?    sealProportion: )[\d.]+"
-)
+_SEGMENT_BLOCK = re.compile(r"^dataCoord:\n(?:  .*\n)*?  segment:\n(?P<body>(?:    .*\n)+)", re.MULTILINE)
 
 
 class LocalMilvusError(VidsearchError):
@@ -107,15 +105,28 @@ def write_config(data_dir: Path, segment_mb: int | None = None) -> Path:
 
     text = _TEMPLATE_FIELD.sub(fill, (package / "config.yaml.template").read_text())
     if segment_mb is not None:
-        text, found = _SEGMENT_SIZE.subn(rf"\g<head>{segment_mb}\g<middle>1.0", text)
-        if found != 1:
-            raise LocalMilvusError("the Milvus config template has no dataCoord.segment maxSize to set")
+        text = _set_segment_options(
+            text, {"maxSize": segment_mb, "sealProportion": 1.0, "maxBinlogFileNumber": max(32, segment_mb)}
+        )
     configs = data_dir / "configs"
     for folder in (configs, data_dir / "logs", data_dir / "run"):
         folder.mkdir(parents=True, exist_ok=True)
     (configs / "milvus.yaml").write_text(text)
     shutil.copyfile(package / "glog.conf", configs / "glog.conf")
     return configs / "milvus.yaml"
+
+
+def _set_segment_options(text: str, options: dict[str, object]) -> str:
+    """The config text with each `dataCoord.segment.<key>` of `options` set to its value."""
+    block = _SEGMENT_BLOCK.search(text)
+    if block is None:
+        raise LocalMilvusError("the Milvus config template has no dataCoord.segment section")
+    body = block.group("body")
+    for key, value in options.items():
+        body, found = re.subn(rf"^(    {key}: )[^\s#]+", rf"\g<1>{value}", body, flags=re.MULTILINE)
+        if found != 1:
+            raise LocalMilvusError(f"the Milvus config template has no dataCoord.segment.{key}")
+    return text[: block.start("body")] + body + text[block.end("body") :]
 
 
 class LocalMilvus:
