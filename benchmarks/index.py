@@ -120,6 +120,9 @@ class Result:
     """Milvus only: rows of each loaded segment (each has its own index; a search visits all)."""
     twin_of: str = ""
     """Milvus only: the FAISS factory this index is the twin of."""
+    segments_after: list[int] = field(default_factory=list)
+    """Milvus only: the loaded segments after the measurements; where they differ from `segments`,
+    Milvus compacted during them and the numbers are of neither layout."""
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -431,6 +434,7 @@ def run_milvus(
             for tuning in sweep(factory, args.ef, args.nprobe):
                 result.points.append(measure(index, queries, truth, tuning, args.seconds, args.clients))
                 print("   ", result.points[-1], flush=True)
+            result.segments_after = index.loaded_segments()
             index.drop()
             index.close()
             results.append(result)
@@ -443,6 +447,9 @@ def print_like_with_like(results: list[Result]) -> None:
     for res in results:
         if res.segments:
             print(f"  {res.factory}: {len(res.segments)} segments of {res.segments} rows")
+        if res.segments_after != res.segments:
+            print(f"  WARNING: {res.factory} had segments of {res.segments_after} rows at the end: Milvus "
+                  "compacted them during the measurement, which disturbed it")  # fmt: skip
 
 
 VERSUS = ("qps_b1", "qps_b1_clients", "qps_b64")

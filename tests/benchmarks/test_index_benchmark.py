@@ -109,6 +109,7 @@ def test_ivf_side_by_side_measures_both_backends_at_the_same_nprobe(tmp_path: Pa
         assert result["points"][0]["recall_at_10"] < 1.0
     assert sum(milvus_ivf["segments"]) == 3000
     assert len(milvus_ivf["segments"]) > 1, "8 MB segments: Milvus sealed several"
+    assert sum(milvus_ivf["segments_after"]) == 3000, "read again after the measurements"
     assert report["milvus_segment_mb"] == 8
     versus = report["milvus_vs_faiss"]
     assert [row["setting"] for row in versus] == ["nprobe=2", "nprobe=32"]
