@@ -56,6 +56,9 @@ def test_addresses_parse_into_targets() -> None:
             MilvusTarget.parse(bad)
     with pytest.raises(ConfigError, match="IVF_PQ"):
         MilvusIndexSpec("IVF_PQ")
+    assert target.concurrent_searches == 4, "searches in flight to the server, by default"
+    with pytest.raises(ConfigError, match="concurrent_searches"):
+        MilvusTarget(uri="http://h:1", collection="c", concurrent_searches=0)
 
 
 def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> None:
@@ -184,6 +187,7 @@ def test_hnsw_collection_finds_the_exact_neighbours(milvus_server: LocalMilvus) 
         )
         assert found / (10 * len(queries)) >= 0.9
         assert index.stats().index_type == "HNSW"
+        assert index.concurrent_searches == 4, "the target's: searches the server keeps in flight"
         index.drop()
 
 

@@ -96,6 +96,10 @@ def test_changes_fan_out() -> None:
     assert sharded.stats().clips == 89
 
 
+def test_shards_in_this_process_take_one_search_at_a_time_as_their_shards_do() -> None:
+    assert ShardedClipIndex([empty() for _ in range(2)], token_key=b"k" * 32).concurrent_searches == 1
+
+
 def test_shards_must_agree() -> None:
     with pytest.raises(IndexMismatchError, match="shards disagree"):
         ShardedClipIndex([empty(), empty(dim=8)], token_key=b"k")

@@ -59,6 +59,32 @@ class CountingIndex:
         return self.index.search_batch(queries, requests)
 
 
+class GatedIndex(CountingIndex):
+    """A `CountingIndex` as if on a server: `concurrent` searches in flight, each waiting for `gate`."""
+
+    def __init__(self, index: FaissClipIndex, concurrent: int) -> None:
+        super().__init__(index)
+        self.concurrent_searches = concurrent
+        self.gate = threading.Event()
+        self.both_in = threading.Event()
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+    def search_batch(self, queries: NDArray[np.float32], requests: Sequence[PageRequest]
+                     ) -> list[SearchPage | VidsearchError]:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            if self.in_flight == 2:
+                self.both_in.set()
+        try:
+            assert self.gate.wait(30)
+            return super().search_batch(queries, requests)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
 @pytest.fixture(scope="module")
 def runtime(repository: Repository) -> Iterator[ModelRuntime]:
     opened = open_runtime(RuntimeConfig(model_repository=repository.path, threads=1))
@@ -148,3 +174,23 @@ def test_a_query_that_waits_past_its_deadline_is_refused(runtime: ModelRuntime,
         assert first.result(30).page.hits
     searcher.close()
     assert gated.batches == [1], "the query that gave up never reached the model"
+
+
+def test_an_index_on_a_server_gets_several_searches_in_flight_each_batching(runtime: ModelRuntime,
+                                                                          index: FaissClipIndex) -> None:
+    assert index.concurrent_searches == 1, "an index in this process: one search at a time"
+    gated = GatedIndex(index, concurrent=2)
+    searcher = TextSearcher(runtime, gated, max_batch=64)  # type: ignore[arg-type]
+    alone = {text: index.search(runtime.embed_text([text]), OPTIONS)[0] for text in TEXTS[:6]}
+    with ThreadPoolExecutor(6) as pool:
+        first = [pool.submit(searcher.search, query(text), 30) for text in TEXTS[:2]]
+        assert gated.both_in.wait(10), "the second search waited for the first"
+        rest = [pool.submit(searcher.search, query(text), 30) for text in TEXTS[2:6]]
+        time.sleep(0.3)  # the rest queue, two behind each search in flight
+        gated.gate.set()
+        answers = [future.result(30) for future in first + rest]
+    searcher.close()
+    assert gated.most_in_flight == 2, "never more in flight than the index asks for"
+    assert sorted(gated.batches) == [1, 1, 2, 2], "what arrived meanwhile was batched behind each search"
+    for text, answer in zip(TEXTS[:6], answers, strict=True):
+        assert [h.clip.clip_id for h in answer.page.hits] == [h.clip.clip_id for h in alone[text].hits]

@@ -282,6 +282,12 @@ class ClipIndex(Protocol):
     def model(self) -> str: ...
 
     @property
+    def concurrent_searches(self) -> int:
+        """How many `search_batch` calls the serving batcher keeps in flight: 1 for an index in this
+        process (its search already uses the cores), more for a server elsewhere, where a call mostly
+        waits for the network and the server's own work."""
+
+    @property
     def version(self) -> str:
         """Which state the index is in, reported with every search: changes with each write."""
 

@@ -235,6 +235,10 @@ class FaissClipIndex:
         return self._s.manifest.dim
 
     @property
+    def concurrent_searches(self) -> int:
+        return 1
+
+    @property
     def model(self) -> str:
         return self._s.manifest.model
 

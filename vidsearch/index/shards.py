@@ -70,6 +70,10 @@ class ShardedClipIndex:
         return self._shards[0].dim
 
     @property
+    def concurrent_searches(self) -> int:
+        return min(shard.concurrent_searches for shard in self._shards)
+
+    @property
     def model(self) -> str:
         return self._shards[0].model
 

@@ -12,8 +12,12 @@ size or top-k. Alone, a request runs in its own thread at once, as before (see
 
 A batch's FAISS search runs on one OpenMP thread: the server's parallelism is its requests, and OpenMP
 workers spinning after each small search took a core from them.
+
+An index on a server elsewhere (Milvus) keeps several batches in flight (`ClipIndex.concurrent_searches`):
+requests go round the batchers in turn, each batching what arrives while its own search runs.
 """
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,13 +59,16 @@ class TextSearcher:
     def __init__(self, runtime: Runtime, index: ClipIndex, max_batch: int) -> None:
         self._runtime = runtime
         self._index = index
-        self._batcher: DynamicBatcher[TextQuery, _Outcome] = DynamicBatcher(
-            self._run, max_batch, name="search-batcher")
+        self._batchers: list[DynamicBatcher[TextQuery, _Outcome]] = [
+            DynamicBatcher(self._run, max_batch, name=f"search-batcher-{number}")
+            for number in range(max(1, index.concurrent_searches))]
+        self._turns = itertools.count()  # next() is atomic: requests take the batchers in turn
 
     def search(self, query: TextQuery, timeout_s: float | None) -> TextAnswer:
         """The page for one query; its own error (a malformed page token, say) if it has one."""
         try:
-            outcome = self._batcher.map([query], timeout_s)[0]
+            batcher = self._batchers[next(self._turns) % len(self._batchers)]
+            outcome = batcher.map([query], timeout_s)[0]
         except TimeoutError:
             raise DeadlineExceededError("the search ran past the deadline") from None
         if isinstance(outcome.result, Exception):
@@ -69,7 +76,8 @@ class TextSearcher:
         return TextAnswer(outcome.result, outcome.embed_ms, outcome.search_ms)
 
     def close(self) -> None:
-        self._batcher.close()
+        for batcher in self._batchers:
+            batcher.close()
 
     def _run(self, queries: Sequence[TextQuery]) -> list[_Outcome]:
         vectors = self._runtime.embed_text_batch([q.text for q in queries])

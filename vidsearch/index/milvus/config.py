@@ -66,6 +66,8 @@ class MilvusTarget:
     unreachable server is reported (IndexUnavailableError) instead of waited for.
     `consistency` "Session" gives read-your-writes to this process: a search sees every write this
     client made before it, without paying "Strong"'s wait for every other writer.
+    `concurrent_searches` is how many search calls a server keeps in flight to Milvus (see
+    `ClipIndex.concurrent_searches`); one at a time leaves the query nodes idle during every round trip.
     """
 
     uri: str
@@ -74,6 +76,7 @@ class MilvusTarget:
     db_name: str = ""
     timeout_s: float = 10.0
     consistency: str = "Session"
+    concurrent_searches: int = 4
 
     def __post_init__(self) -> None:
         if not _COLLECTION_NAME.fullmatch(self.collection):
@@ -85,6 +88,8 @@ class MilvusTarget:
             raise ConfigError(f"consistency {self.consistency!r}: use one of {', '.join(CONSISTENCY_LEVELS)}")
         if self.timeout_s <= 0:
             raise ConfigError(f"timeout_s must be positive, got {self.timeout_s}")
+        if self.concurrent_searches < 1:
+            raise ConfigError(f"concurrent_searches must be at least 1, got {self.concurrent_searches}")
 
     @classmethod
     def parse(cls, text: str, **options: object) -> MilvusTarget:

@@ -209,6 +209,10 @@ class MilvusClipIndex:
         return self._d.model
 
     @property
+    def concurrent_searches(self) -> int:
+        return self._target.concurrent_searches
+
+    @property
     def version(self) -> str:
         """The collection's name, with `+N` for the N changes this process made to it (Milvus keeps
         every acknowledged write durable itself: there are no snapshots to name)."""
