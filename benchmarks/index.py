@@ -27,9 +27,9 @@ every segment in turn, so a 1M collection in the default ~30,000-row segments an
 one segment. The Milvus/FAISS table divides each Milvus number by its FAISS twin's at the same setting.
 
 `qps_b1_clients` is the serving view of batch 1: `--clients` threads each send one query at a time,
-as concurrent Search requests do, through the service's batching (`DynamicBatcher` over
-`ClipIndex.search_batch`, one OpenMP thread, as `TextSearcher` runs it), so queries that arrive while
-a search runs go together in the next one.
+as concurrent Search requests do, through the service's own batching (`TextSearcher`, the text tower
+left out), so queries that arrive while a search runs go together in the next one; an index on a
+server (Milvus) has `concurrent_searches` batches in flight, an index in this process one.
 
     python benchmarks/index.py --backend milvus --n 1000000 --factory IVF1024,Flat \
         --nprobe 2 --nprobe 8 --milvus-segment-mb 8192          # Milvus against FAISS at 1M, ~30 min
@@ -63,7 +63,6 @@ from vidsearch.index import (
     PageRequest,
     SearchFilter,
     SearchOptions,
-    SearchPage,
     Tuning,
 )
 from vidsearch.index.factory import choose_factory, plan_index
@@ -75,7 +74,7 @@ from vidsearch.index.milvus import (
     MilvusIndexSpec,
     MilvusTarget,
 )
-from vidsearch.runtime.batching import DynamicBatcher
+from vidsearch.serving.text_search import TextQuery, TextSearcher
 
 CLIPS_PER_VIDEO = 20
 TOPICS = 1024
@@ -220,18 +219,24 @@ def rate(run_one: Callable[[int], object], total: int, batch: int, seconds: floa
     return best
 
 
+class QueryRows:
+    """A stand-in text tower for `TextSearcher`: the text "i" embeds as query row i."""
+
+    def __init__(self, queries: np.ndarray) -> None:
+        self.queries = queries
+
+    def embed_text_batch(self, texts: list[str]) -> np.ndarray:
+        return self.queries[[int(text) for text in texts]]
+
+
 def clients_rate(
     index: FaissClipIndex | MilvusClipIndex, queries: np.ndarray, tuning: Tuning, clients: int, seconds: float
 ) -> float:
-    """Queries per second of `clients` threads that each send one query at a time through the service's
-    batching (`DynamicBatcher` over `search_batch` on one OpenMP thread, as `TextSearcher` runs it)."""
+    """Queries per second of `clients` threads that each send one query at a time through the Search
+    service's own batching (`TextSearcher`: `ClipIndex.search_batch` on one OpenMP thread, with the
+    index's `concurrent_searches` batches in flight), the text tower left out."""
     options = SearchOptions(top_k=K, tuning=tuning)
-
-    def run(offsets: list[int]) -> list[SearchPage]:
-        with omp_threads(1):
-            return list(index.search_batch(queries[offsets], [PageRequest(options)] * len(offsets)))
-
-    batcher: DynamicBatcher[int, SearchPage] = DynamicBatcher(run, max_batch=64, name="bench-clients")
+    searcher = TextSearcher(QueryRows(queries), index, max_batch=64)  # QueryRows: the one method it calls
     done = [0] * clients
     failures: list[BaseException] = []
     start = threading.Barrier(clients + 1)
@@ -242,8 +247,10 @@ def clients_rate(
         start.wait()
         try:
             while time.perf_counter() < stop_at[0]:
-                if not batcher.map([offset % len(queries)])[0].hits:
-                    raise RuntimeError(f"query {offset % len(queries)} found nothing")
+                row = offset % len(queries)
+                answer = searcher.search(TextQuery(str(row), options, None, time.perf_counter()), None)
+                if not answer.page.hits:
+                    raise RuntimeError(f"query {row} found nothing")
                 done[number] += 1
                 offset += clients
         except BaseException as error:  # handed to the caller below
@@ -258,7 +265,7 @@ def clients_rate(
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - started
-    batcher.close()
+    searcher.close()
     if failures:
         raise failures[0]
     return sum(done) / elapsed
