@@ -148,20 +148,22 @@ def test_a_spent_deadline_stops_the_work(runtime: ModelRuntime) -> None:
 
 def test_a_deadline_passing_inside_a_batch_stops_the_batch(repository: Repository) -> None:
     """ONNX Runtime is told to terminate the run at the deadline: a request does not hold the cores
-    until the end of a long batch (1,024 clips here: ~0.8 s whole on one thread, idle machine)."""
+    until the end of a long batch (1,024 clips here: 0.4-0.8 s whole on one thread, idle machine).
+    The run is on this thread (one ONNX Runtime thread), so its CPU time is what it held of the cores:
+    what other processes take meanwhile delays the wall clock, not this."""
     models = read_repository(RuntimeConfig(model_repository=repository.path))
     backend = EmbeddedBackend(models, threads=1)
     vision = models.vision
     assert vision is not None
     output = vision.description.normalized_output or ""
     clips = {vision.input.name: np.zeros((1024, *vision.input.shape[1:]), np.float32)}
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.thread_time()
     whole = backend.infer(vision, clips, [output], None)[output]
-    whole_s = time.monotonic() - started
-    started = time.monotonic()
+    whole_s, whole_cpu_s = time.monotonic() - started, time.thread_time() - cpu_started
+    cpu_started = time.thread_time()
     with pytest.raises(DeadlineExceededError, match="during a batch"):
         backend.infer(vision, clips, [output], whole_s / 10)
-    assert time.monotonic() - started < whole_s / 2
+    assert time.thread_time() - cpu_started < whole_cpu_s / 2
     small = {vision.input.name: np.zeros((2, *vision.input.shape[1:]), np.float32)}
     np.testing.assert_allclose(backend.infer(vision, small, [output], 30.0)[output], whole[:2], atol=1e-6)
 
