@@ -22,9 +22,9 @@ With `--backend milvus` the same data and queries go to FAISS (`--factory`, defa
 `MilvusClipIndex` on a standalone Milvus started for the run (`LocalMilvus`, 127.0.0.1, data in a temp
 folder): build time (insert, flush, index built), the server's memory, recall@10 and queries/s at the
 same efSearch values. Milvus's numbers include the gRPC hop and the server's own threads.
-`--milvus-segment-mb` sets the size at which Milvus seals a segment (see `LocalMilvus`): a search visits
-every segment in turn, so a 1M collection in the default ~30,000-row segments answers slower than in
-one segment. The Milvus/FAISS table divides each Milvus number by its FAISS twin's at the same setting.
+`--milvus-segment-mb` sets the size at which Milvus seals a segment (see `LocalMilvus`): a search pays a
+fixed cost per segment, so a 1M collection in the template's many segments answers slower than in one.
+The Milvus/FAISS table divides each Milvus number by its FAISS twin's at the same setting.
 
 `qps_b1_clients` is the serving view of batch 1: `--clients` threads each send one query at a time,
 as concurrent Search requests do, through the service's own batching (`TextSearcher`, the text tower
@@ -32,7 +32,7 @@ left out), so queries that arrive while a search runs go together in the next on
 server (Milvus) has `concurrent_searches` batches in flight, an index in this process one.
 
     python benchmarks/index.py --backend milvus --n 1000000 --factory IVF1024,Flat \
-        --nprobe 2 --nprobe 8 --milvus-segment-mb 8192          # Milvus against FAISS at 1M, ~30 min
+        --nprobe 2 --nprobe 8 --milvus-segment-mb 8192          # Milvus against FAISS at 1M, ~15 min
 
 Prints a table and writes benchmarks/results/index.json.
 """

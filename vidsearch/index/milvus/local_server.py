@@ -7,8 +7,9 @@ through `loopback` (a private network namespace with relays on 127.0.0.1), becau
 otherwise listen on every interface. Milvus ignores SIGTERM for a long time, so `stop` kills the
 whole process group and waits for it.
 
-Milvus searches every sealed segment of a collection one after another and merges their results, so a
-collection of many small segments answers one query slower than the same rows in a few large ones.
+Milvus searches every sealed segment of a collection and merges their results, paying a fixed cost per
+segment, so a collection of many small segments answers one query slower than the same rows in a few
+large ones (measured: docs/milvus.md).
 The template seals a segment at 23% of 512 MB by Milvus's own row-size estimate (some 30,000 rows of
 512-d clips), or at 32 binlog files (one per insert call of up to 16 MB), whichever comes first.
 `segment_mb` raises the size, seals at the full size and allows a binlog file per MB, as a cluster's
@@ -84,8 +85,9 @@ def unpacked_binaries() -> Path:
 def write_config(data_dir: Path, segment_mb: int | None = None) -> Path:
     """`data_dir/configs/milvus.yaml` from the wheel's template, every path inside `data_dir`.
 
-    `segment_mb`, when given, is the size at which a growing segment is sealed (the template's default
-    otherwise: 23% of 512 MB).
+    `segment_mb`, when given, is the size at which a growing segment is sealed, with a binlog file
+    allowed per MB so that the size, not the file count, seals it (the template's otherwise: 23% of
+    512 MB or 32 files).
     """
     package, _ = _milvus_package()
     values = {
