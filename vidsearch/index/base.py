@@ -283,9 +283,9 @@ class ClipIndex(Protocol):
 
     @property
     def concurrent_searches(self) -> int:
-        """How many `search_batch` calls the serving batcher keeps in flight: 1 for an index in this
-        process (its search already uses the cores), more for a server elsewhere, where a call mostly
-        waits for the network and the server's own work."""
+        """How many `search_batch` calls the serving batcher keeps in flight, at least 1: 1 for an index
+        in this process (its search already uses the cores), more for a server elsewhere, where a call
+        mostly waits for the network and the server's own work."""
 
     @property
     def version(self) -> str:

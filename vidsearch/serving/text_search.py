@@ -61,7 +61,7 @@ class TextSearcher:
         self._index = index
         self._batchers: list[DynamicBatcher[TextQuery, _Outcome]] = [
             DynamicBatcher(self._run, max_batch, name=f"search-batcher-{number}")
-            for number in range(max(1, index.concurrent_searches))]
+            for number in range(index.concurrent_searches)]
         self._turns = itertools.count()  # next() is atomic: requests take the batchers in turn
 
     def search(self, query: TextQuery, timeout_s: float | None) -> TextAnswer:
