@@ -67,6 +67,8 @@ def test_bad_arguments_exit_with_the_usage_status(args: list[str]) -> None:
          "absent.jsonl"),
         (["embed", "{tmp}/nothing-here", "--out", "{tmp}/out", "--model-repository", "{tmp}/repo"], "error:"),
         (["serve", "--config", "{tmp}/absent.toml"], "absent.toml"),
+        (["serve", "--index", "milvus://db.example/clips", "--milvus-concurrent-searches", "0"],
+         "milvus.concurrent_searches"),
         (["search", "anything", "--server", "127.0.0.1:1", "--timeout", "2"], "UNAVAILABLE"),
     ],
 )

@@ -2,6 +2,8 @@
 ingest, search, filters, delete and stats through gRPC; UNAVAILABLE while Milvus is down, and the
 same server answering again once Milvus is back."""
 
+import threading
+
 import grpc
 import pytest
 
@@ -20,8 +22,12 @@ def test_the_service_answers_from_milvus_and_survives_its_restart(
     repository: Repository, media: Media, milvus_server: LocalMilvus
 ) -> None:
     address = milvus_server.uri.replace("http://", "milvus://") + "/served"
-    settings = settings_for(repository, media, address)
+    settings = settings_for(repository, media, address, milvus={"concurrent_searches": 2, "timeout_s": 5.0})
+    before = set(threading.enumerate())
     with SearchServer(settings) as server, SearchClient(server.address, timeout_s=60) as client:
+        batchers = [t.name for t in set(threading.enumerate()) - before
+                    if t.name.startswith("vidsearch-search-batcher-")]
+        assert len(batchers) == 2, f"[milvus] concurrent_searches = 2 batches in flight, got {batchers}"
         outcomes = client.ingest(list(VIDEOS[:2]), tags=["news"]) + client.ingest([VIDEOS[2]], tags=["sport"])
         assert [o.clips for o in outcomes] == [CLIPS_PER_VIDEO] * 3
         result = client.search(QUERY, top_k=9)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from vidsearch.errors import ConfigError, NotFoundError, PathNotAllowedError, RequestError
+from vidsearch.index.milvus import MilvusTarget
 from vidsearch.serving.paths import AllowedRoots
 from vidsearch.serving.settings import load_settings
 
@@ -41,6 +42,8 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path,
     ({"prot": 1}, "prot: Extra inputs are not permitted"),
     ({"index": "milvus://host:19530/"}, "expected milvus://HOST:PORT/COLLECTION"),
     ({"index": "milvus://host/no-dashes"}, "letters, digits and underscores"),
+    ({"milvus": {"concurrent_searches": 0}}, "milvus.concurrent_searches: Input should be greater than"),
+    ({"milvus": {"consistency": "Weak"}}, "milvus.consistency: Input should be 'Strong', 'Session'"),
 ])  # fmt: skip
 def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match="invalid settings: .*" + re.escape(message)):
@@ -55,6 +58,22 @@ def test_index_is_a_directory_or_a_milvus_collection(monkeypatch: pytest.MonkeyP
     assert settings.milvus_token is not None
     assert settings.milvus_token.get_secret_value() == "user:secret"
     assert "secret" not in repr(settings)
+
+
+def test_the_milvus_section_reaches_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('index = "milvus://db.example/clips"\n[milvus]\nconcurrent_searches = 8\n'
+                      'consistency = "Bounded"\ntimeout_s = 3\n')
+    defaults = load_settings(None, index="milvus://db.example/clips").index_location
+    assert defaults == MilvusTarget(uri="http://db.example:19530", collection="clips"), "its defaults"
+    monkeypatch.setenv("VIDSEARCH_MILVUS_TOKEN", "user:secret")
+    monkeypatch.setenv("VIDSEARCH_MILVUS__TIMEOUT_S", "2.5")
+    target = load_settings(config, milvus={"concurrent_searches": 2}).index_location
+    assert isinstance(target, MilvusTarget)
+    assert (target.uri, target.collection) == ("http://db.example:19530", "clips")
+    assert target.token == "user:secret"
+    assert (target.concurrent_searches, target.consistency, target.timeout_s) == (2, "Bounded", 2.5)
+    assert load_settings(None, index="ix").index_location == Path("ix")
 
 
 def test_tokens_come_from_the_settings_and_the_token_file(tmp_path: Path) -> None:

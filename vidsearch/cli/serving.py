@@ -29,6 +29,10 @@ def serve_command(
     index: Annotated[str | None, typer.Option(help="Index directory (made if missing), or "
                                                    "milvus://HOST:PORT/COLLECTION [index].")] = None,
     index_device: Annotated[str | None, typer.Option(help="FAISS runs on: cpu, gpu or auto [auto].")] = None,
+    milvus_concurrent_searches: Annotated[int | None, typer.Option(
+        help="Search batches kept in flight to a Milvus index [4].")] = None,
+    milvus_timeout: Annotated[float | None, typer.Option(
+        help="Seconds each Milvus call may take before UNAVAILABLE [10].")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
     runtime: Annotated[str | None, typer.Option(
         help="auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX Runtime), torch "
@@ -52,6 +56,7 @@ def serve_command(
         settings = load_settings(
             config, host=host, port=port, metrics_port=metrics_port, log_level=log_level,
             index=_section(location=index), index_device=index_device,
+            milvus=_section(concurrent_searches=milvus_concurrent_searches, timeout_s=milvus_timeout),
             allowed_roots=tuple(allowed_root) if allowed_root else None,
             runtime=_section(model_repository=model_repository, kind=runtime, gpu=gpu,
                              triton_url=triton_url),

@@ -6,7 +6,8 @@ interface. A location is recognised by its layout:
 
     <dir>/CURRENT                 one FAISS index directory (`FaissClipIndex`)
     <dir>/shard-*/CURRENT         FAISS index directories searched as one (`ShardedClipIndex`)
-    milvus://HOST:PORT/NAME       a Milvus collection (`MilvusClipIndex`; Milvus keeps it durable)
+    MilvusTarget                  a Milvus collection (`MilvusClipIndex`; Milvus keeps it durable),
+                                  parsed from milvus://HOST:PORT/NAME with its token and options
 
 A new backend adds its layout here. An index must hold vectors of the model served: same name and
 dimension, and the same weights when the index records a checksum; anything else is refused.
@@ -48,9 +49,8 @@ def shard_directories(location: Path) -> list[Path]:
     return sorted(p for p in location.iterdir() if p.name.startswith(SHARD_PREFIX) and is_index_directory(p))
 
 
-def open_index(location: Path | str, model: ModelIdentity, *, create: bool, durable: bool,
-               milvus_token: str = "", gpu: GpuPolicy = GpuPolicy.AUTO,
-               verify_max_bytes: int | None = None) -> ClipIndex:
+def open_index(location: Path | MilvusTarget, model: ModelIdentity, *, create: bool, durable: bool,
+               gpu: GpuPolicy = GpuPolicy.AUTO, verify_max_bytes: int | None = None) -> ClipIndex:
     """The index at `location` for `model`; `create` starts an empty one where there is none.
 
     `durable`: each change is on disk when the call that made it returns; otherwise changes live in
@@ -58,8 +58,8 @@ def open_index(location: Path | str, model: ModelIdentity, *, create: bool, dura
     `gpu` places FAISS indexes (a Milvus server places its own). A snapshot above `verify_max_bytes`
     has its digests checked in the background (`ready()` False until they pass).
     """
-    if isinstance(location, str):
-        return _open_milvus(MilvusTarget.parse(location, token=milvus_token), model, create)
+    if isinstance(location, MilvusTarget):
+        return _open_milvus(location, model, create)
     options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable, gpu=gpu,
                           verify_max_bytes=verify_max_bytes, verify_in_background=True)
     shards = shard_directories(location)

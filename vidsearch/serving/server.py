@@ -106,10 +106,9 @@ class SearchServer:
                 self.metrics_port = self.metrics.start_http(settings.metrics_host or settings.host,
                                                             settings.metrics_port)
             self._runtime = open_runtime(settings.runtime, observer=self.metrics.observe_batch)
-            token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
-            self._index = open_served_index(settings.index, self._runtime.facts,
+            self._index = open_served_index(settings.index_location, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes,
-                                            milvus_token=token, device=settings.index_device,
+                                            device=settings.index_device,
                                             verify_max_bytes=settings.verify_on_open_max_bytes)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)

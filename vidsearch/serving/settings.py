@@ -12,6 +12,8 @@ environment. Nested sections use `__` in variable names: `VIDSEARCH_RUNTIME__KIN
     model_repository = "model_repository"
     [auth]
     token_file = "/etc/vidsearch/tokens"
+    [milvus]                           # only for index = "milvus://HOST:PORT/COLLECTION"
+    concurrent_searches = 4
 """
 
 from pathlib import Path
@@ -28,7 +30,7 @@ from pydantic_settings import (
 )
 
 from vidsearch.errors import ConfigError
-from vidsearch.index.milvus.config import MilvusTarget, is_milvus_address
+from vidsearch.index.milvus.config import CONSISTENCY_LEVELS, MilvusTarget, is_milvus_address
 from vidsearch.runtime.config import RuntimeConfig
 
 _MIB = 1 << 20
@@ -114,6 +116,17 @@ class HttpSettings(_Section):
     cors_origins: tuple[str, ...] = ()  # origins other pages may call the API from; none: no CORS
 
 
+class MilvusSettings(_Section):
+    """How the server talks to a Milvus index (`index = "milvus://HOST:PORT/COLLECTION"`); see MilvusTarget.
+
+    The token stays `milvus_token` (VIDSEARCH_MILVUS_TOKEN), the variable `vidsearch index` reads too.
+    """
+
+    timeout_s: float = Field(default=MilvusTarget.timeout_s, gt=0)  # every call; past it: UNAVAILABLE
+    consistency: Literal[CONSISTENCY_LEVELS] = MilvusTarget.consistency  # type: ignore[valid-type]
+    concurrent_searches: int = Field(default=MilvusTarget.concurrent_searches, ge=1)  # batches in flight
+
+
 class ServerSettings(BaseSettings):
     """Everything `vidsearch serve` needs; see the module docstring for where values come from."""
 
@@ -131,6 +144,7 @@ class ServerSettings(BaseSettings):
     # any). In a file: `[index]` with `location` and `device`. Milvus places its own indexes.
     index_device: Literal["cpu", "gpu", "auto"] = "auto"
     milvus_token: SecretStr | None = None  # Milvus "user:password" or API key (VIDSEARCH_MILVUS_TOKEN)
+    milvus: MilvusSettings = MilvusSettings()
     create_index: bool = True  # start with an empty index when `index` does not exist
     persist_changes: bool = True  # every Ingest / DeleteVideo is on disk before it is answered
     # index snapshots above this are served only once their digests, checked in the background, pass
@@ -179,6 +193,14 @@ class ServerSettings(BaseSettings):
                 raise ValueError(f"allowed root {root} is not a directory")
             resolved.append(root.resolve(strict=True))
         return tuple(resolved)
+
+    @property
+    def index_location(self) -> Path | MilvusTarget:
+        """The index directory, or the Milvus collection with its token and `[milvus]` options."""
+        if isinstance(self.index, Path):
+            return self.index
+        token = self.milvus_token.get_secret_value() if self.milvus_token else ""
+        return MilvusTarget.parse(self.index, token=token, **self.milvus.model_dump())
 
     @property
     def handler_threads(self) -> int:
