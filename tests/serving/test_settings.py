@@ -2,6 +2,7 @@
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,16 @@ def test_the_milvus_section_reaches_the_target(tmp_path: Path, monkeypatch: pyte
     assert target.token == "user:secret"
     assert (target.concurrent_searches, target.consistency, target.timeout_s) == (2, "Bounded", 2.5)
     assert load_settings(None, index="ix").index_location == Path("ix")
+
+
+def test_the_settings_file_in_the_docs_is_valid() -> None:
+    """docs/serving.md's example, less the paths that exist only on a user's machine, loads as it is."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    example = tomllib.loads(page.split("```toml\n", 1)[1].split("```", 1)[0])
+    for on_the_users_machine in ("tls", "allowed_roots"):
+        assert example.pop(on_the_users_machine)
+    settings = load_settings(None, **example)
+    assert (settings.runtime.cache_bytes, settings.milvus.concurrent_searches) == (32 << 20, 4)
 
 
 def test_tokens_come_from_the_settings_and_the_token_file(tmp_path: Path) -> None:
