@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from vidsearch.errors import ConfigError
@@ -29,6 +30,19 @@ def _load_benchmark() -> ModuleType:
 
 
 bench = _load_benchmark()
+
+
+def test_a_clip_tied_with_the_kth_true_neighbour_counts_as_one_of_them() -> None:
+    """Recall's truth: the top K, plus a clip within TIE of the K-th, not one clearly below it."""
+    dim, k = 16, bench.K
+    query = np.zeros((1, dim), dtype=np.float32)
+    query[0, 0] = 1.0
+    scores = [0.9 - 0.01 * rank for rank in range(k)] + [0.9 - 0.01 * (k - 1) - 2e-6, 0.5]
+    base = np.zeros((len(scores), dim), dtype=np.float32)
+    base[:, 0] = scores
+    base[:, 1] = np.sqrt(1.0 - base[:, 0] ** 2)  # unit rows, inner product with the query = score
+    truth = bench.true_neighbours(base, query)
+    assert truth == [set(range(k + 1))], "the 11th ties the 10th within float32 error; the 12th is a miss"
 
 
 def test_each_factory_has_a_milvus_twin_of_the_same_family_and_parameters() -> None:
