@@ -30,7 +30,8 @@ The Milvus/FAISS table divides each Milvus number by its FAISS twin's at the sam
 `qps_b1_clients` is the serving view of batch 1: `--clients` threads each send one query at a time,
 as concurrent Search requests do, through the service's own batching (`TextSearcher`, the text tower
 left out), so queries that arrive while a search runs go together in the next one; an index on a
-server (Milvus) has `concurrent_searches` batches in flight, an index in this process one.
+server (Milvus) has `concurrent_searches` batches in flight (`--milvus-concurrent-searches`, 4 as
+`vidsearch serve`), an index in this process one.
 
     python benchmarks/index.py --backend milvus --n 1000000 --factory IVF1024,Flat \
         --nprobe 2 --nprobe 8 --milvus-segment-mb 8192          # Milvus against FAISS at 1M, ~15 min
@@ -406,14 +407,29 @@ def milvus_name(spec: MilvusIndexSpec) -> str:
     return "milvus " + " ".join([spec.index_type, *(f"{k}={v}" for k, v in spec.build.items())])
 
 
-def build_milvus(server: LocalMilvus, base: np.ndarray, spec: MilvusIndexSpec, collection: str
+def milvus_target(server_uri: str, collection: str, args: argparse.Namespace) -> MilvusTarget:
+    return MilvusTarget(uri=server_uri, collection=collection, timeout_s=600.0,
+                        concurrent_searches=args.milvus_concurrent_searches)
+
+
+def refuse_bad_milvus_options(parser: argparse.ArgumentParser, factories: list[str],
+                              args: argparse.Namespace) -> None:
+    """Before any work: a factory without a Milvus twin, or target options Milvus would refuse."""
+    try:
+        for factory in factories:
+            milvus_spec(factory, args.ef_construction)
+        milvus_target("http://127.0.0.1:19530", "bench_0", args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def build_milvus(server: LocalMilvus, base: np.ndarray, spec: MilvusIndexSpec, target: MilvusTarget
                  ) -> tuple[MilvusClipIndex, float, float]:  # fmt: skip
-    """A new collection holding `base` with the index `spec`: inserted in batches, flushed and
-    indexed; (index, seconds, +MB of the server)."""
+    """A new collection at `target` holding `base` with the index `spec`: inserted in batches, flushed
+    and indexed; (index, seconds, +MB of the server)."""
     n, dim = base.shape
     before = server.memory_mb()
     started = time.perf_counter()
-    target = MilvusTarget(uri=server.uri, collection=collection, timeout_s=600.0)
     index = MilvusClipIndex.create(target, MilvusCollectionConfig(dim=dim, model=MODEL, index=spec))
     for start in range(0, n, MILVUS_INSERT_BATCH):
         stop = min(n, start + MILVUS_INSERT_BATCH)
@@ -440,7 +456,8 @@ def run_milvus(
     ):
         for number, factory in enumerate(factories):
             spec = milvus_spec(factory, args.ef_construction)
-            index, build_s, rss_mb = build_milvus(server, base, spec, f"bench_{number}")
+            target = milvus_target(server.uri, f"bench_{number}", args)
+            index, build_s, rss_mb = build_milvus(server, base, spec, target)
             name = milvus_name(spec)
             segments = index.loaded_segments()
             print(f"{name}: built in {build_s:.1f} s, server +{rss_mb:.0f} MB, segments {segments}",
@@ -533,6 +550,10 @@ def main() -> None:
     parser.add_argument(
         "--milvus-segment-mb", type=int, help="MB at which Milvus seals a segment [23%% of 512]"
     )
+    parser.add_argument(
+        "--milvus-concurrent-searches", type=int, default=MilvusTarget.concurrent_searches,
+        help="search batches kept in flight to Milvus by qps_b1_clients (MilvusTarget) [4]",
+    )
     args = parser.parse_args()
     args.ef = args.ef or [32, 64, 128, 256]
     args.nprobe = args.nprobe or [8, 16, 32, 64]
@@ -554,11 +575,7 @@ def main() -> None:
         defaults = ["HNSW32,Flat"]
     factories = list(dict.fromkeys(args.factory or defaults))
     if args.backend == "milvus":
-        for factory in factories:
-            try:
-                milvus_spec(factory, args.ef_construction)  # refuse a factory without a twin before any work
-            except ConfigError as exc:
-                parser.error(str(exc))
+        refuse_bad_milvus_options(parser, factories, args)
 
     started = time.perf_counter()
     base, queries = make_data(args.n, args.dim, args.queries, seed=0)
@@ -628,6 +645,7 @@ def main() -> None:
     payload["clients"] = args.clients
     if args.backend == "milvus":
         payload["milvus_segment_mb"] = args.milvus_segment_mb
+        payload["milvus_concurrent_searches"] = args.milvus_concurrent_searches
         payload["milvus_vs_faiss"] = versus(results)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -89,15 +89,20 @@ def test_each_milvus_point_is_divided_by_its_faiss_twin_at_the_same_setting() ->
     assert ratios(second) == (0.5, 0.0, 1.5), "no FAISS number to divide by: 0"
 
 
-def test_a_factory_without_a_twin_is_refused_before_any_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--factory", "IVF64,PQ16"], "has no Milvus twin"),
+    (["--milvus-concurrent-searches", "0"], "concurrent_searches must be at least 1"),
+])  # fmt: skip
+def test_a_factory_without_a_twin_or_a_bad_milvus_option_is_refused_before_any_work(
+    flags: list[str], message: str, tmp_path: Path
+) -> None:
     out = tmp_path / "out.json"
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--backend", "milvus", "--n", "1000", "--factory", "IVF64,PQ16",
-         "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--backend", "milvus", "--n", "1000", *flags, "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 2
-    assert "has no Milvus twin" in run.stderr
+    assert message in run.stderr
     assert "data:" not in run.stdout
     assert not out.exists()
 
@@ -108,7 +113,7 @@ def test_ivf_side_by_side_measures_both_backends_at_the_same_nprobe(tmp_path: Pa
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--backend", "milvus", "--n", "3000", "--queries", "64",
          "--seconds", "0.3", "--factory", "IVF32,Flat", "--nprobe", "2", "--nprobe", "32", "--clients", "4",
-         "--milvus-segment-mb", "8", "--out", str(out)],
+         "--milvus-segment-mb", "8", "--milvus-concurrent-searches", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
@@ -125,6 +130,7 @@ def test_ivf_side_by_side_measures_both_backends_at_the_same_nprobe(tmp_path: Pa
     assert len(milvus_ivf["segments"]) > 1, "8 MB segments: Milvus sealed several"
     assert sum(milvus_ivf["segments_after"]) == 3000, "read again after the measurements"
     assert report["milvus_segment_mb"] == 8
+    assert report["milvus_concurrent_searches"] == 2
     versus = report["milvus_vs_faiss"]
     assert [row["setting"] for row in versus] == ["nprobe=2", "nprobe=32"]
     assert all(row["ratio_qps_b1"] > 0 and row["ratio_qps_b1_clients"] > 0 for row in versus)
