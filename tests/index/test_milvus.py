@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,26 @@ def test_addresses_parse_into_targets() -> None:
     assert target.concurrent_searches == 4, "searches in flight to the server, by default"
     with pytest.raises(ConfigError, match="concurrent_searches"):
         MilvusTarget(uri="http://h:1", collection="c", concurrent_searches=0)
+
+
+@pytest.mark.parametrize(("index_type", "build", "search", "message"), [
+    ("IVF_FLAT", {"nlists": 64}, {}, "IVF_FLAT has no build parameter 'nlists': it takes nlist"),
+    ("HNSW", {"M": 16, "Mx": 16}, {}, "HNSW has no build parameter 'Mx': it takes M, efConstruction"),
+    ("HNSW", {}, {"nprobe": 8}, "HNSW has no search parameter 'nprobe': it takes ef"),
+    ("FLAT", {"nlist": 8}, {}, "FLAT has no build parameter 'nlist': it takes none"),
+    ("HNSW", {"M": "16"}, {}, "HNSW build parameter M is a whole number, got '16'"),
+    ("HNSW", {}, {"ef": 1.5}, "HNSW search parameter ef is a whole number, got 1.5"),
+    ("GPU_CAGRA", {"build_algo": 1}, {}, "GPU_CAGRA build parameter build_algo is text, got 1"),
+])  # fmt: skip
+def test_an_index_parameter_milvus_would_ignore_or_misread_is_refused(
+    index_type: str, build: dict[str, int | str], search: dict[str, int | str], message: str
+) -> None:
+    """Milvus 2.3.5 stores an unknown key beside the default and ignores it: a typo must not pass."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        MilvusIndexSpec(index_type, build, search)
+    spec = MilvusIndexSpec("GPU_CAGRA", {"graph_degree": 64, "build_algo": "NN_DESCENT"}, {"itopk_size": 256})
+    assert spec.build == {"intermediate_graph_degree": 64, "graph_degree": 64, "build_algo": "NN_DESCENT"}
+    assert spec.search == {"itopk_size": 256}
 
 
 def test_server_is_reachable_on_loopback_only(milvus_server: LocalMilvus) -> None:

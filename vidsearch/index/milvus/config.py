@@ -29,6 +29,28 @@ DEFAULT_SEARCH_PARAMS: Mapping[str, Mapping[str, int | str]] = {
     "DISKANN": {"search_list": 100},
     "GPU_CAGRA": {"itopk_size": 128},
 }
+BUILD_KEYS: Mapping[str, frozenset[str]] = {
+    "FLAT": frozenset(),
+    "HNSW": frozenset({"M", "efConstruction"}),
+    "IVF_FLAT": frozenset({"nlist"}),
+    "IVF_SQ8": frozenset({"nlist"}),
+    "DISKANN": frozenset(),  # its build budget is the cluster's configuration, not the index's
+    "GPU_CAGRA": frozenset(
+        {"intermediate_graph_degree", "graph_degree", "build_algo", "cache_dataset_on_device"}
+    ),
+}
+SEARCH_KEYS: Mapping[str, frozenset[str]] = {
+    "FLAT": frozenset(),
+    "HNSW": frozenset({"ef"}),
+    "IVF_FLAT": frozenset({"nprobe"}),
+    "IVF_SQ8": frozenset({"nprobe"}),
+    "DISKANN": frozenset({"search_list"}),
+    "GPU_CAGRA": frozenset({"itopk_size", "search_width", "min_iterations", "max_iterations", "team_size"}),
+}
+"""The parameters each index type takes. Milvus stores a key it does not know and ignores it (2.3.5 kept
+`nlists` beside the default `nlist`), so a misspelt one is refused here instead."""
+TEXT_VALUED_KEYS = frozenset({"build_algo", "cache_dataset_on_device"})
+"""Every other parameter is a whole number; Milvus checks its range."""
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
@@ -47,6 +69,8 @@ class MilvusIndexSpec:
     def __post_init__(self) -> None:
         if self.index_type not in INDEX_TYPES:
             raise ConfigError(f"Milvus index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
+        _check_params(self.index_type, "build", self.build_params, BUILD_KEYS[self.index_type])
+        _check_params(self.index_type, "search", self.search_params, SEARCH_KEYS[self.index_type])
 
     @property
     def build(self) -> dict[str, int | str]:
@@ -55,6 +79,18 @@ class MilvusIndexSpec:
     @property
     def search(self) -> dict[str, int | str]:
         return {**DEFAULT_SEARCH_PARAMS[self.index_type], **self.search_params}
+
+
+def _check_params(index_type: str, kind: str, params: Mapping[str, int | str], known: frozenset[str]) -> None:
+    for key, value in params.items():
+        if key not in known:
+            takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+            raise ConfigError(f"{index_type} has no {kind} parameter {key!r}: {takes}")
+        if key in TEXT_VALUED_KEYS:
+            if not isinstance(value, str):
+                raise ConfigError(f"{index_type} {kind} parameter {key} is text, got {value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{index_type} {kind} parameter {key} is a whole number, got {value!r}")
 
 
 @dataclass(frozen=True)
