@@ -133,7 +133,10 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     again = runner.invoke(app, build)
     assert again.exit_code == 1
     assert "exists already" in again.stderr
-    assert runner.invoke(app, [*build, "--replace", "--milvus-partitions", "4"]).exit_code == 0
+    tuned = [*build, "--replace", "--milvus-partitions", "4", "--milvus-param", "nlist=16",
+             "--milvus-search-param", "nprobe=4"]  # fmt: skip
+    rebuilt = runner.invoke(app, tuned)
+    assert rebuilt.exit_code == 0, rebuilt.output
 
     address = milvus_server.uri.replace("http://", "milvus://") + "/cli_built"
     shown = runner.invoke(app, ["index", "stats", address, "--json"])
@@ -142,12 +145,20 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     assert (stats["clips"], stats["videos"], stats["dim"]) == (120, 20, 16)
     assert (stats["model"], stats["model_checksum"]) == ("viclip-b16", "sha256:0123")
     assert stats["backend"].startswith("milvus ")
+    assert (stats["params"]["nlist"], stats["params"]["nprobe"]) == (16, 4), "recorded with the collection"
 
     with MilvusClipIndex.open(MilvusTarget.parse(address), expect_model="viclip-b16") as index:
         assert index.get(["c7"])["c7"].uri == "file:///v1.mp4"
         assert len(index._client.list_partitions("cli_built")) == 4  # the video ids hash into 4
+        assert index._client.describe_index("cli_built", "vector")["nlist"] == "16", "what Milvus built"
         index.drop()
 
     no_collection = runner.invoke(app, [*build[:4], "--backend", "milvus"])
     assert no_collection.exit_code == 2
     assert "--milvus-uri" in no_collection.output
+    misspelt = runner.invoke(app, [*build, "--replace", "--milvus-param", "nlists=16"])
+    assert misspelt.exit_code == 1
+    assert "IVF_SQ8 has no build parameter 'nlists': it takes nlist" in misspelt.stderr
+    malformed = runner.invoke(app, [*build, "--replace", "--milvus-search-param", "nprobe"])
+    assert malformed.exit_code == 2
+    assert "--milvus-search-param takes KEY=VALUE, got 'nprobe'" in malformed.output

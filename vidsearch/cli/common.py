@@ -20,3 +20,14 @@ def fail(reason: Exception | str) -> NoReturn:
     typer.echo(f"error: {reason}", err=True)
     code = next((code for kind, code in EXIT_CODES if isinstance(reason, kind)), EXIT_ERROR)
     raise typer.Exit(code=code)
+
+
+def key_values(items: list[str] | None, option: str) -> dict[str, str]:
+    """Repeated `KEY=VALUE` options as a dict (a usage error, exit 2, names a malformed one)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{option} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from vidsearch.cli.common import fail
+from vidsearch.cli.common import fail, key_values
 
 if TYPE_CHECKING:
     from vidsearch.index.base import IndexStats
+    from vidsearch.index.milvus import MilvusIndexSpec
 
 ENV_MILVUS_TOKEN = "VIDSEARCH_MILVUS_TOKEN"
 """A Milvus token ("user:password" or an API key); kept out of the command line and the URI."""
@@ -34,8 +35,13 @@ def index_build(
     expect_model: Annotated[str | None, typer.Option(help="Refuse shards of any other model.")] = None,
     milvus_uri: Annotated[str | None, typer.Option(help="Milvus server: http://HOST:19530.")] = None,
     collection: Annotated[str | None, typer.Option(help="Milvus collection to create.")] = None,
-    milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_SQ8, DISKANN, GPU_CAGRA, "
-                                                   "FLAT.")] = "HNSW",
+    milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_FLAT, IVF_SQ8, DISKANN, "
+                                                   "GPU_CAGRA, FLAT.")] = "HNSW",
+    milvus_param: Annotated[list[str] | None, typer.Option(help="Milvus index build parameter KEY=VALUE, "
+                                                           "e.g. nlist=4096 or M=32 (repeatable).")] = None,
+    milvus_search_param: Annotated[list[str] | None, typer.Option(
+        help="Milvus search parameter KEY=VALUE the collection records, e.g. nprobe=64 (repeatable)."
+    )] = None,
     replace: Annotated[bool, typer.Option(help="Drop an existing collection of that name first.")] = False,
     milvus_partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions the video ids hash "
                                                    "into: more make video filters cheaper and other "
@@ -54,7 +60,8 @@ def index_build(
     try:
         if backend == "milvus":
             where = f"{milvus_uri} collection {collection}"
-            stats = _build_milvus(source, milvus_uri, collection, milvus_index, expect_model, replace,
+            spec = _milvus_spec(milvus_index, milvus_param, milvus_search_param)
+            stats = _build_milvus(source, milvus_uri, collection, spec, expect_model, replace,
                                   milvus_partitions)  # fmt: skip
         else:
             if out is None:
@@ -68,16 +75,27 @@ def index_build(
     typer.echo(f"built {where}: {summary}")
 
 
-def _build_milvus(source: Path, uri: str | None, collection: str | None, index_type: str,
+def _milvus_spec(index_type: str, build: list[str] | None, search: list[str] | None) -> "MilvusIndexSpec":
+    """The index type with its `--milvus-param` / `--milvus-search-param` values (whole numbers as ints)."""
+    from vidsearch.index.milvus import MilvusIndexSpec
+
+    def typed(items: list[str] | None, option: str) -> dict[str, int | str]:
+        given = key_values(items, option)
+        return {key: int(value) if value.isdigit() else value for key, value in given.items()}
+
+    return MilvusIndexSpec(index_type, typed(build, "--milvus-param"), typed(search, "--milvus-search-param"))
+
+
+def _build_milvus(source: Path, uri: str | None, collection: str | None, spec: "MilvusIndexSpec",
                   expect_model: str | None, replace: bool, partitions: int) -> "IndexStats":
-    from vidsearch.index.milvus import MilvusIndexSpec, MilvusTarget
+    from vidsearch.index.milvus import MilvusTarget
     from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
 
     if not uri or not collection:
         raise typer.BadParameter("the milvus backend needs --milvus-uri and --collection",
                                  param_hint="--backend")
     target = MilvusTarget(uri=uri, collection=collection, token=os.environ.get(ENV_MILVUS_TOKEN, ""))
-    options = MilvusBuildOptions(MilvusIndexSpec(index_type), expect_model=expect_model, replace=replace,
+    options = MilvusBuildOptions(spec, expect_model=expect_model, replace=replace,
                                  partitions=partitions)  # fmt: skip
     return build_collection_from_parquet(source, target, options)
 

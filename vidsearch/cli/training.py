@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vidsearch.cli.common import fail
+from vidsearch.cli.common import fail, key_values
 from vidsearch.cli.display import Display, console
 from vidsearch.errors import VidsearchError
 
@@ -39,12 +39,7 @@ InitOpt = Annotated[Path | None, typer.Option("--init", help="Checkpoint to star
 
 
 def _overrides(sets: list[str] | None, **named: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--set takes KEY=VALUE, got {item!r}")
-        out[key.strip()] = value
+    out: dict[str, Any] = dict(key_values(sets, "--set"))
     for key, value in named.items():
         if value is not None:  # a path is quoted so that override parsing keeps it a string
             out[key] = json.dumps(str(value)) if isinstance(value, Path) else value
