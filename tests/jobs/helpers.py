@@ -1,8 +1,9 @@
 """Running jobs in the tests and reading their output back."""
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +26,28 @@ def job(input: Path | str, out: Path, repository: Path, **changes: Any) -> Embed
         "clips": ClipSpec(CLIP_LEN), "shard_clips": 4, "progress": False,
     }  # fmt: skip
     return EmbedJob(**{**values, **changes})
+
+
+@contextlib.contextmanager
+def local_ray() -> Iterator[None]:
+    """A Ray cluster on this machine (2 CPUs) while the block runs.
+
+    Its GCS server gets 60 s to report its port, and a start that fails gets one more try: in one CI
+    run on a busy 2-core machine, the third start in a test process left no GCS log and no port within
+    Ray's default 30 s, where a start normally takes 2 s.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    except RuntimeError:
+        ray.shutdown()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def has_open(pid: int, name: str) -> bool:

@@ -18,7 +18,7 @@ from vidsearch.video import ClipSpec
 
 from ..runtime.models import Repository
 from ..video.media import VideoFactory, VideoSpec
-from .helpers import job, read_output
+from .helpers import job, local_ray, read_output
 
 pytest.importorskip("nvidia.dali")
 
@@ -88,15 +88,12 @@ def test_pyav_processes_beside_the_dali_ones(repository: Repository, vp9_folder:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_ray_engine_decodes_with_dali(repository: Repository, vp9_folder: Path, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     clips = ONE_S
     local = run_embed(job(vp9_folder, tmp_path / "local", repository.path, decoder="pyav", clips=clips))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray():
         remote = run_embed(job(vp9_folder, tmp_path / "ray", repository.path, engine="ray", decoder="dali",
                                clips=clips, batch_size=3))
-    finally:
-        ray.shutdown()
     assert (remote.decoder, remote.videos, remote.clips) == ("dali-cpu", 5, local.clips)
     expected, got = read_output(tmp_path / "local"), read_output(tmp_path / "ray")
     assert sorted(got) == sorted(expected)

@@ -17,23 +17,20 @@ from vidsearch.video import ReadOptions, ShotSpec
 from ..runtime.models import Repository
 from ..video.media import write_long_video
 from .conftest import Corpus
-from .helpers import alive, cmdline, descendants, has_open, job, read_output, wait_for
+from .helpers import alive, cmdline, descendants, has_open, job, local_ray, read_output, wait_for
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+def ray_cluster() -> Iterator[None]:
+    with local_ray():
         yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_ray_engine_matches_the_local_engine(local_ray: None, repository: Repository, corpus: Corpus,
+def test_ray_engine_matches_the_local_engine(ray_cluster: None, repository: Repository, corpus: Corpus,
                                              tmp_path: Path) -> None:
     folder = tmp_path / "videos"
     shutil.copytree(corpus.folder, folder)
@@ -55,7 +52,7 @@ def test_ray_engine_matches_the_local_engine(local_ray: None, repository: Reposi
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_decoding_without_progress_is_stopped_at_the_time_limit(
-        local_ray: None, repository: Repository, corpus: Corpus, tmp_path: Path) -> None:
+        ray_cluster: None, repository: Repository, corpus: Corpus, tmp_path: Path) -> None:
     """The local engine's watchdog, on Ray: a decoding process frozen with SIGSTOP (as by a read on a
     hung mount) costs its video a TimeLimitExceeded line, and the job ends with every other video."""
     folder = tmp_path / "videos"

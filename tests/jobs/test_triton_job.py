@@ -21,7 +21,7 @@ from vidsearch.video import ClipSpec
 from ..runtime.models import Repository
 from ..video.media import VideoFactory, damage_packet, packet_layout
 from .conftest import Corpus
-from .helpers import job, read_output
+from .helpers import job, local_ray, read_output
 
 pytestmark = pytest.mark.triton
 
@@ -118,18 +118,15 @@ def test_the_ray_engine_sends_encoded_video_to_the_server(
         triton: TritonServer, repository: Repository, corpus: Corpus, video_factory: VideoFactory,
         tmp_path: Path) -> None:
     """Ray's decoding tasks read and demux only; its actors send the bytes to the ensemble."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     folder = tmp_path / "videos"
     _with_a_damaged_clip(folder, corpus, video_factory)
     (folder / "broken.mp4").write_bytes(b"\x00not a video" * 300)
     remote = RuntimeConfig(kind="triton", model_repository=repository.path, triton_url=triton.url)
     clips = ClipSpec(length_s=1.0)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray():
         served = run_embed(job(folder, tmp_path / "ray", repository.path, runtime=remote, clips=clips,
                                engine="ray", batch_size=3))
-    finally:
-        ray.shutdown()
     here = run_embed(job(folder, tmp_path / "local", repository.path, clips=clips))
     assert served.decoder == "server"
     assert (served.videos, served.videos_failed, served.clips) == (4, 2, here.clips)
