@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymilvus import MilvusClient
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
@@ -122,13 +123,16 @@ def test_errors_are_reported_without_a_traceback(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: LocalMilvus) -> None:
     write_shards(tmp_path / "shards")
+    MilvusClient(uri=milvus_server.uri).create_database("media")
     runner = CliRunner()
     build = ["index", "build", "--from", str(tmp_path / "shards"), "--backend", "milvus",
-             "--milvus-uri", milvus_server.uri, "--collection", "cli_built",
+             "--milvus-uri", milvus_server.uri, "--collection", "cli_built", "--milvus-database", "media",
              "--milvus-index", "IVF_SQ8"]  # fmt: skip
     built = runner.invoke(app, build)
     assert built.exit_code == 0, built.output
-    assert "120 clips, 20 videos, IVF_SQ8" in built.stdout
+    address = milvus_server.uri.replace("http://", "milvus://") + "/media/cli_built"
+    assert f"built {address}: 120 clips, 20 videos, IVF_SQ8" in built.stdout
+    assert not MilvusClient(uri=milvus_server.uri).has_collection("cli_built"), "not in the default database"
 
     again = runner.invoke(app, build)
     assert again.exit_code == 1
@@ -138,7 +142,6 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     rebuilt = runner.invoke(app, tuned)
     assert rebuilt.exit_code == 0, rebuilt.output
 
-    address = milvus_server.uri.replace("http://", "milvus://") + "/cli_built"
     shown = runner.invoke(app, ["index", "stats", address, "--json"])
     assert shown.exit_code == 0, shown.output
     stats = json.loads(shown.stdout)

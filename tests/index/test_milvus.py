@@ -52,7 +52,14 @@ def test_addresses_parse_into_targets() -> None:
     assert (target.uri, target.collection) == ("http://db.example:19531", "clips_vit")
     assert MilvusTarget.parse("milvus+https://h/c").uri == "https://h:19530"
     assert target.address == "milvus://db.example:19531/clips_vit"
-    for bad in ("milvus://host:1/", "http://host/c", "milvus://host:99999/c", "milvus://h/bad-name"):
+    assert target.db_name == "", "Milvus's default database"
+    in_db = MilvusTarget.parse("milvus://db.example/media/clips_vit")
+    assert (in_db.db_name, in_db.collection) == ("media", "clips_vit")
+    assert in_db.address == "milvus://db.example:19530/media/clips_vit"
+    with pytest.raises(ConfigError, match="database name '1media'"):
+        MilvusTarget.parse("milvus://db.example/1media/clips")
+    for bad in ("milvus://host:1/", "http://host/c", "milvus://host:99999/c", "milvus://h/bad-name",
+                "milvus://h/a/b/c"):
         with pytest.raises(ConfigError):
             MilvusTarget.parse(bad)
     with pytest.raises(ConfigError, match="IVF_PQ"):

@@ -11,7 +11,7 @@ from vidsearch.cli.common import fail, key_values
 
 if TYPE_CHECKING:
     from vidsearch.index.base import IndexStats
-    from vidsearch.index.milvus import MilvusIndexSpec
+    from vidsearch.index.milvus import MilvusIndexSpec, MilvusTarget
 
 ENV_MILVUS_TOKEN = "VIDSEARCH_MILVUS_TOKEN"
 """A Milvus token ("user:password" or an API key); kept out of the command line and the URI."""
@@ -35,6 +35,8 @@ def index_build(
     expect_model: Annotated[str | None, typer.Option(help="Refuse shards of any other model.")] = None,
     milvus_uri: Annotated[str | None, typer.Option(help="Milvus server: http://HOST:19530.")] = None,
     collection: Annotated[str | None, typer.Option(help="Milvus collection to create.")] = None,
+    milvus_database: Annotated[str, typer.Option(help="Milvus database the collection goes in (it must "
+                                                      "exist) [default].")] = "",
     milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_FLAT, IVF_SQ8, DISKANN, "
                                                    "GPU_CAGRA, FLAT.")] = "HNSW",
     milvus_param: Annotated[list[str] | None, typer.Option(help="Milvus index build parameter KEY=VALUE, "
@@ -59,10 +61,10 @@ def index_build(
     stats: IndexStats
     try:
         if backend == "milvus":
-            where = f"{milvus_uri} collection {collection}"
             spec = _milvus_spec(milvus_index, milvus_param, milvus_search_param)
-            stats = _build_milvus(source, milvus_uri, collection, spec, expect_model, replace,
-                                  milvus_partitions)  # fmt: skip
+            target = _milvus_target(milvus_uri, collection, milvus_database)
+            where = target.address
+            stats = _build_milvus(source, target, spec, expect_model, replace, milvus_partitions)
         else:
             if out is None:
                 raise typer.BadParameter("faiss writes an index directory: give --out", param_hint="--out")
@@ -86,15 +88,20 @@ def _milvus_spec(index_type: str, build: list[str] | None, search: list[str] | N
     return MilvusIndexSpec(index_type, typed(build, "--milvus-param"), typed(search, "--milvus-search-param"))
 
 
-def _build_milvus(source: Path, uri: str | None, collection: str | None, spec: "MilvusIndexSpec",
-                  expect_model: str | None, replace: bool, partitions: int) -> "IndexStats":
+def _milvus_target(uri: str | None, collection: str | None, database: str) -> "MilvusTarget":
     from vidsearch.index.milvus import MilvusTarget
-    from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
 
     if not uri or not collection:
         raise typer.BadParameter("the milvus backend needs --milvus-uri and --collection",
                                  param_hint="--backend")
-    target = MilvusTarget(uri=uri, collection=collection, token=os.environ.get(ENV_MILVUS_TOKEN, ""))
+    return MilvusTarget(uri=uri, collection=collection, db_name=database,
+                        token=os.environ.get(ENV_MILVUS_TOKEN, ""))
+
+
+def _build_milvus(source: Path, target: "MilvusTarget", spec: "MilvusIndexSpec", expect_model: str | None,
+                  replace: bool, partitions: int) -> "IndexStats":
+    from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
+
     options = MilvusBuildOptions(spec, expect_model=expect_model, replace=replace,
                                  partitions=partitions)  # fmt: skip
     return build_collection_from_parquet(source, target, options)
@@ -116,7 +123,7 @@ def index_verify(directory: Annotated[Path, typer.Argument(help="Index directory
 
 @index_app.command("stats")
 def index_stats(
-    where: Annotated[str, typer.Argument(help="Index directory, or milvus://HOST:PORT/COLLECTION.")],
+    where: Annotated[str, typer.Argument(help="Index directory, or milvus://HOST:PORT/[DATABASE/]COLLECTION.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show what an index (a directory or a Milvus collection) holds and how it is built."""

@@ -26,8 +26,9 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="gRPC port (0: any free port) [50051].")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port [9464].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP API and web page port (0: off) [8080].")] = None,
-    index: Annotated[str | None, typer.Option(help="Index directory (made if missing), or "
-                                                   "milvus://HOST:PORT/COLLECTION [index].")] = None,
+    index: Annotated[str | None, typer.Option(
+        help="Index directory (made if missing), or milvus://HOST:PORT/[DATABASE/]COLLECTION [index]."
+    )] = None,
     index_device: Annotated[str | None, typer.Option(help="FAISS runs on: cpu, gpu or auto [auto].")] = None,
     milvus_concurrent_searches: Annotated[int | None, typer.Option(
         help="Search batches kept in flight to a Milvus index [4].")] = None,

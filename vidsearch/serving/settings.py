@@ -139,7 +139,7 @@ class ServerSettings(BaseSettings):
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)  # None: no metrics endpoint
     # /metrics is plain HTTP without authentication: bind it apart (e.g. a private interface); None: `host`
     metrics_host: str | None = None
-    index: Path | str = Path("index")  # an index directory, or milvus://HOST:PORT/COLLECTION (kept as text)
+    index: Path | str = Path("index")  # a directory, or milvus://HOST:PORT/[DATABASE/]COLLECTION (as text)
     # where a FAISS index runs: cpu; gpu (refuses to start without GPU FAISS); auto (GPUs when FAISS sees
     # any). In a file: `[index]` with `location` and `device`. Milvus places its own indexes.
     index_device: Literal["cpu", "gpu", "auto"] = "auto"

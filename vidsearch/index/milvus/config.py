@@ -52,7 +52,8 @@ SEARCH_KEYS: Mapping[str, frozenset[str]] = {
 TEXT_VALUED_KEYS = frozenset({"build_algo", "cache_dataset_on_device"})
 """Every other parameter is a whole number; Milvus checks its range."""
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
-_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # of a collection or a database
+ADDRESS_FORM = "milvus://HOST:PORT/[DATABASE/]COLLECTION"
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _check_params(index_type: str, kind: str, params: Mapping[str, int | str], k
 
 @dataclass(frozen=True)
 class MilvusTarget:
-    """A Milvus server and one collection on it.
+    """A Milvus server and one collection on it, in its database `db_name` (empty: Milvus's "default").
 
     `uri` is what pymilvus connects to (http://host:port, or https:// for TLS); `token` is
     "user:password" or an API key (empty: no authentication). `timeout_s` bounds every call, so an
@@ -115,11 +116,11 @@ class MilvusTarget:
     concurrent_searches: int = 4
 
     def __post_init__(self) -> None:
-        if not _COLLECTION_NAME.fullmatch(self.collection):
-            raise ConfigError(
-                f"collection name {self.collection!r}: letters, digits and underscores, "
-                "not starting with a digit"
-            )
+        for what, name in (("collection", self.collection), ("database", self.db_name or "default")):
+            if not _NAME.fullmatch(name):
+                raise ConfigError(
+                    f"{what} name {name!r}: letters, digits and underscores, not starting with a digit"
+                )
         if self.consistency not in CONSISTENCY_LEVELS:
             raise ConfigError(f"consistency {self.consistency!r}: use one of {', '.join(CONSISTENCY_LEVELS)}")
         if self.timeout_s <= 0:
@@ -129,27 +130,29 @@ class MilvusTarget:
 
     @classmethod
     def parse(cls, text: str, **options: object) -> MilvusTarget:
-        """`milvus://HOST:PORT/COLLECTION` (or `milvus+https://…` for TLS) → a target."""
+        """`milvus://HOST:PORT/[DATABASE/]COLLECTION` (or `milvus+https://…` for TLS) → a target."""
         secure = text.startswith("milvus+https://")
         if not (text.startswith(SCHEME) or secure):
-            raise ConfigError(f"{text!r} is not a Milvus index address: use milvus://HOST:PORT/COLLECTION")
+            raise ConfigError(f"{text!r} is not a Milvus index address: use {ADDRESS_FORM}")
         parts = urlsplit(text)
-        collection = parts.path.strip("/")
-        if not parts.hostname or not collection or parts.query or parts.fragment:
-            raise ConfigError(f"{text!r}: expected milvus://HOST:PORT/COLLECTION")
+        names = parts.path.strip("/").split("/")
+        if not parts.hostname or not names[-1] or len(names) > 2 or parts.query or parts.fragment:
+            raise ConfigError(f"{text!r}: expected {ADDRESS_FORM}")
+        db_name, collection = names if len(names) == 2 else ("", names[0])
         try:
             port = parts.port or 19530
         except ValueError:
             raise ConfigError(f"{text!r}: the port is not a number in [0, 65535]") from None
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         uri = f"{'https' if secure else 'http'}://{host}:{port}"
-        return cls(uri=uri, collection=collection, **options)  # type: ignore[arg-type]
+        return cls(uri=uri, collection=collection, db_name=db_name, **options)  # type: ignore[arg-type]
 
     @property
     def address(self) -> str:
         """The target as `milvus://` text (no credentials), for logs and stats."""
         scheme = "milvus+https" if self.uri.startswith("https://") else "milvus"
-        return f"{scheme}://{self.uri.split('://', 1)[1]}/{self.collection}"
+        database = f"{self.db_name}/" if self.db_name else ""
+        return f"{scheme}://{self.uri.split('://', 1)[1]}/{database}{self.collection}"
 
 
 def is_milvus_address(text: str) -> bool:
