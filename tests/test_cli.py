@@ -1,9 +1,13 @@
 """The `vidsearch` command as a whole: its version, its command list, and one exit-status rule for all."""
 
+import re
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import typer
+from typer.core import TyperCommand, TyperGroup
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
@@ -25,6 +29,28 @@ def test_help_lists_every_command_and_no_other() -> None:
     listed = {line.split()[1] for line in result.stdout.splitlines()
               if line.startswith("│ ") and len(line.split()) > 2 and line.split()[1][0].isalpha()}
     assert listed == COMMANDS
+
+
+Command = TyperCommand | TyperGroup
+
+
+def _commands(command: Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Command]]:
+    yield path, command
+    if isinstance(command, TyperGroup):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def test_no_help_text_is_eaten_as_rich_markup() -> None:
+    """Rich reads `[word]` as a style tag and drops it from --help ("auto [auto]" showed "auto ."): a
+    default in brackets must be written `\\[auto]`."""
+    tag = re.compile(r"(?<!\\)\[[a-z#/@]")
+    eaten = [f"{' '.join(path) or 'vidsearch'} {getattr(param, 'opts', [param.name])[0]}: {param.help}"
+             for path, command in _commands(typer.main.get_command(app)) for param in command.params
+             if tag.search(getattr(param, "help", None) or "")]
+    assert not eaten, eaten
+    shown = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "300"})
+    assert "cpu, gpu or auto [auto]." in shown.stdout
 
 
 def test_presets_lists_every_shipped_preset_with_its_family() -> None:

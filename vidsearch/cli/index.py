@@ -36,7 +36,7 @@ def index_build(
     milvus_uri: Annotated[str | None, typer.Option(help="Milvus server: http://HOST:19530.")] = None,
     collection: Annotated[str | None, typer.Option(help="Milvus collection to create.")] = None,
     milvus_database: Annotated[str, typer.Option(help="Milvus database the collection goes in (it must "
-                                                      "exist) [default].")] = "",
+                                                      "exist) \\[default].")] = "",
     milvus_index: Annotated[str, typer.Option(help="Milvus index type: HNSW, IVF_FLAT, IVF_SQ8, DISKANN, "
                                                    "GPU_CAGRA, FLAT.")] = "HNSW",
     milvus_param: Annotated[list[str] | None, typer.Option(help="Milvus index build parameter KEY=VALUE, "

@@ -21,7 +21,8 @@ def embed_command(
     model_repository: Annotated[Path, typer.Option(help="Exported model repository (vidsearch export).")],
     engine: Annotated[Literal["local", "ray"], typer.Option(help="local processes, or Ray Data.")] = "local",
     clip_len: Annotated[float, typer.Option(help="Clip window length in seconds.")] = 10.0,
-    stride: Annotated[float | None, typer.Option(help="Seconds between window starts [clip length].")] = None,
+    stride: Annotated[float | None, typer.Option(
+        help="Seconds between window starts \\[clip length].")] = None,
     min_tail: Annotated[float, typer.Option(help="Shortest last window kept, in seconds.")] = 1.0,
     scenes: Annotated[bool, typer.Option(help="Cut at shot changes first; windows within shots.")] = False,
     dtype: Annotated[Literal["float32", "float16"], typer.Option(help="Embedding storage type.")] = "float32",
@@ -29,7 +30,7 @@ def embed_command(
                                                      "decoder sessions.")] = 1,
     cpu_workers: Annotated[int, typer.Option(min=0, help="Local engine with DALI: PyAV decoding processes "
                                                          "beside the DALI ones.")] = 0,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call [model max].")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per model call \\[model max].")] = None,
     shard_clips: Annotated[int, typer.Option(min=1, help="Clips per shard commit.")] = 8192,
     queue_clips: Annotated[int, typer.Option(min=1, help="Decoded clips waiting for the model.")] = 16,
     decoder: Annotated[Literal["auto", "pyav", "dali", "server"], typer.Option(

@@ -27,9 +27,10 @@ def serve_command(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus /metrics port [9464].")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP API and web page port (0: off) [8080].")] = None,
     index: Annotated[str | None, typer.Option(
-        help="Index directory (made if missing), or milvus://HOST:PORT/[DATABASE/]COLLECTION [index]."
+        help="Index directory (made if missing), or milvus://HOST:PORT/[DATABASE/]COLLECTION \\[index]."
     )] = None,
-    index_device: Annotated[str | None, typer.Option(help="FAISS runs on: cpu, gpu or auto [auto].")] = None,
+    index_device: Annotated[str | None, typer.Option(
+        help="FAISS runs on: cpu, gpu or auto \\[auto].")] = None,
     milvus_concurrent_searches: Annotated[int | None, typer.Option(
         help="Search batches kept in flight to a Milvus index [4].")] = None,
     milvus_timeout: Annotated[float | None, typer.Option(
@@ -111,7 +112,8 @@ def demo_command(
         ".vidsearch-demo"
     ),
     model: Annotated[
-        Path | None, typer.Option(help="A trained ViCLIP folder (config.json + weights) [the shipped demo].")
+        Path | None,
+        typer.Option(help="A trained ViCLIP folder (config.json + weights) \\[the shipped demo]."),
     ] = None,
     videos: Annotated[int, typer.Option(min=1, help="Videos in the demo corpus.")] = 12,
     query: Annotated[list[str] | None, typer.Option(help="Query to run (repeatable; default: four).")] = None,
