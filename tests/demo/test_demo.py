@@ -35,12 +35,12 @@ def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_demo_indexes_unseen_videos_queries_them_and_draws_the_hits(model_folder: Path,
                                                                         tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
+    workdir = tmp_path / "demo [v1]"  # printed as typed, not read as Rich markup
     output = io.StringIO()
     options = DemoOptions(workdir, model_folder, CorpusSpec(videos=2, scenes_per_video=3, size=64), top_k=4)
     result = run_demo(options, Console(file=output, width=200))
     text = output.getvalue()
-    assert "6 scenes of 2 s (seed 2026, never seen by the model)" in text
+    assert f"6 scenes of 2 s (seed 2026, never seen by the model) in {workdir / 'videos'}" in text
     assert "exported viclip_text, viclip_vision" in text
     assert "6 clips of 2 videos ingested" in text
     assert "server: stopped" in text

@@ -76,14 +76,15 @@ def test_stats_table_and_factory_override(tmp_path: Path) -> None:
             "--from",
             str(tmp_path / "shards"),
             "-o",
-            str(tmp_path / "ix"),
+            str(tmp_path / "ix [v1]"),
             "--factory",
             "HNSW8,Flat",
         ],
     )
     assert built.exit_code == 0, built.output
-    shown = runner.invoke(app, ["index", "stats", str(tmp_path / "ix")])
+    shown = runner.invoke(app, ["index", "stats", str(tmp_path / "ix [v1]")], env={"COLUMNS": "300"})
     assert shown.exit_code == 0, shown.output
+    assert "ix [v1]" in shown.stdout, "the title as typed, not read as Rich markup"
     assert "HNSW8,Flat" in shown.stdout
     assert "ef_search" in shown.stdout
 

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +44,13 @@ def _wait_for_start(process: subprocess.Popen[str], seconds: float) -> str:
 
 def test_serve_reads_file_env_and_flags_and_search_prints_a_table(repository: Repository, media: Media,
                                                                   tmp_path: Path) -> None:
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    bracketed = "holiday [red].mp4"  # a file name Rich would read as markup
+    shutil.copyfile(media.root / "clip-0.mp4", odd / bracketed)
     config = tmp_path / "server.toml"
     config.write_text(f'port = 50999\nmetrics_port = 0\nindex = "{tmp_path / "index"}"\n'
-                      f'allowed_roots = ["{media.root}"]\n[runtime]\nmodel_repository = "wrong"\n'
+                      f'allowed_roots = ["{media.root}", "{odd}"]\n[runtime]\nmodel_repository = "wrong"\n'
                       '[video]\nclip_length_s = 2.0\n')
     env = {**os.environ, "VIDSEARCH_RUNTIME__MODEL_REPOSITORY": str(repository.path),  # env beats the file
            "VIDSEARCH_LOG_LEVEL": "INFO", "VIDSEARCH_HTTP__PORT": "0"}
@@ -66,6 +71,14 @@ def test_serve_reads_file_env_and_flags_and_search_prints_a_table(repository: Re
         assert len(rows) == 3
         assert re.search(r"│ [024]\.00–[246]\.00 s │", result.output)
         assert "tiny-viclip, index snapshot-000001+2" in result.output
+        with SearchClient(address) as client:
+            assert client.ingest([str(odd / bracketed)])[0].video_id == bracketed
+        query = "a red circle [/b] moving [red] left"  # a closing tag alone: Rich's MarkupError
+        result = CliRunner().invoke(app, ["search", query, "--video-id", bracketed, "--server", address],
+                                    env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        assert f"“{query}”" in result.output, "the query as typed"
+        assert len([line for line in result.output.splitlines() if f"│ {bracketed} │" in line]) == 3
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -132,6 +132,7 @@ def index_stats(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from vidsearch.errors import VidsearchError
     from vidsearch.index import FaissClipIndex, GpuPolicy, OpenOptions
@@ -151,7 +152,7 @@ def index_stats(
     if as_json:
         typer.echo(json.dumps(stats, indent=2, sort_keys=True))
         return
-    table = Table("field", "value", title=where)
+    table = Table("field", "value", title=Text(where))  # Text: a path or value is not Rich markup
     for name, value in stats.items():
-        table.add_row(name, str(value))
+        table.add_row(name, Text(str(value)))
     Console().print(table)

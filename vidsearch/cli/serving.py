@@ -87,6 +87,7 @@ def search_command(
     import grpc
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from vidsearch.client import SearchClient
 
@@ -98,12 +99,13 @@ def search_command(
     except grpc.RpcError as err:
         fail(f"{err.code().name}: {err.details()}")
     hits = [h for group in result.groups for h in group.hits] if group_by_video else list(result.hits)
-    caption = f"{result.model}, index {result.index_version}, {result.timings_ms['total']:.1f} ms"
-    table = Table("#", "video", "start–end", "score", "clip", title=f"“{query}”", title_justify="left",
+    caption = Text(f"{result.model}, index {result.index_version}, {result.timings_ms['total']:.1f} ms")
+    # Text, not str: Rich would read "[red]" in a query or file name as a style, and "[/b]" as an error
+    table = Table("#", "video", "start–end", "score", "clip", title=Text(f"“{query}”"), title_justify="left",
                   caption=caption)
     for rank, hit in enumerate(hits, 1):
         span = f"{hit.start_s:.2f}–{hit.end_s:.2f} s"
-        table.add_row(str(rank), hit.video_id, span, f"{hit.score:.4f}", hit.clip_id)
+        table.add_row(str(rank), Text(hit.video_id), span, f"{hit.score:.4f}", Text(hit.clip_id))
     Console().print(table)
 
 
@@ -133,9 +135,9 @@ def demo_command(
     except VidsearchError as exc:
         fail(exc)
     console.print(f"top-1 correct: {result.top1_correct} of {len(result.results)} queries; contact sheet: "
-                  f"{result.contact_sheet}; {result.seconds:.0f} s in all")
+                  f"{result.contact_sheet}; {result.seconds:.0f} s in all", markup=False)
     console.print(f"\nKeep it running:  vidsearch serve --config {result.config_file}\n"
                   f"Query it:         vidsearch search \"{result.results[0].query}\" --top-k 5 "
                   f"--server 127.0.0.1:{DEMO_PORT}\n"
                   f"Health:           grpc_health_probe -addr 127.0.0.1:{DEMO_PORT}   (or grpcurl -plaintext "
-                  f"127.0.0.1:{DEMO_PORT} list)")
+                  f"127.0.0.1:{DEMO_PORT} list)", markup=False)

@@ -107,7 +107,8 @@ def _train(ctx: typer.Context, task: str, preset: str, out: Path | None, resume:
     except VidsearchError as err:
         fail(err)
     if result.model_dir is not None:
-        console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; model in {result.model_dir}")
+        console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; model in {result.model_dir}",
+                      markup=False)
         if result.metrics:
             typer.echo(json.dumps(result.metrics, indent=2))
 

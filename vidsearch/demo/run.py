@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from vidsearch.client import SearchClient, SearchHit
 from vidsearch.demo.contact_sheet import Tile, write_sheet
@@ -100,14 +101,14 @@ def export_demo_model(folder: Path, repository: Path, console: Console) -> None:
         raise ConfigError(f"{folder}: not a trained ViCLIP folder (config.json of family viclip, {WEIGHTS})")
     current = read_model(repository / TEXT_MODEL)
     if current is not None and current.checksum == f"sha256:{file_sha256(weights)}":
-        console.print(f"model: {repository} holds these weights already (v{current.version})")
+        console.print(f"model: {repository} holds these weights already (v{current.version})", markup=False)
         return
     preset = repository.parent / f"{config.get('preset') or folder.name}.json"
     preset.write_text(json.dumps({"family": "viclip", "config": config["config"]}, indent=2))
     started = time.monotonic()
     result = export_model(ExportConfig(model=str(preset), checkpoint=weights, out=repository, max_batch=16))
     console.print(f"model: exported {', '.join(m.name for m in result.models)} to {repository} "
-                  f"in {time.monotonic() - started:.0f} s (ONNX, parity with PyTorch checked)")
+                  f"in {time.monotonic() - started:.0f} s (ONNX, parity with PyTorch checked)", markup=False)
 
 
 def _queries(scenes: list[Scene], given: tuple[str, ...]) -> list[str]:
@@ -129,12 +130,12 @@ def _truth(hit: SearchHit, scenes: list[Scene]) -> str:
 
 
 def _show(console: Console, result: QueryResult) -> None:
-    table = Table("#", "video", "start–end", "score", "the clip shows", "", title=f"“{result.query}”",
-                  title_justify="left")
+    table = Table("#", "video", "start–end", "score", "the clip shows", "", title=Text(f"“{result.query}”"),
+                  title_justify="left")  # Text: a query or file name is not Rich markup
     for rank, (hit, truth) in enumerate(zip(result.hits, result.truth, strict=True), 1):
         mark = "[green]✓[/green]" if truth == result.query else ""
         span = f"{hit.start_s:5.1f}–{hit.end_s:5.1f} s"
-        table.add_row(str(rank), hit.video_id, span, f"{hit.score:.3f}", truth, mark)
+        table.add_row(str(rank), Text(hit.video_id), span, f"{hit.score:.3f}", Text(truth), mark)
     console.print(table)
 
 
@@ -192,7 +193,7 @@ def run_demo(options: DemoOptions, console: Console) -> DemoResult:
     videos = sorted({s.video for s in scenes})
     spec = options.corpus
     console.print(f"corpus: {len(videos)} H.264 videos, {len(scenes)} scenes of {spec.scene_s:.0f} s (seed "
-                  f"{spec.seed}, never seen by the model) in {workdir / 'videos'}")
+                  f"{spec.seed}, never seen by the model) in {workdir / 'videos'}", markup=False)
     export_demo_model(folder, workdir / "model_repository", console)
     config_file = _config_file(workdir, options.corpus)
     results = _serve_and_query(config_file, videos, scenes, options, console)
