@@ -73,6 +73,7 @@ def test_presets_lists_every_shipped_preset_with_its_family() -> None:
         ["train", "viclip", "--set", "novalue"],
         ["data", "synth"],  # no --out
         ["serve", "--port", "many"],
+        ["serve", "--index", "milvus://db.example/clips", "--milvus-param", "nlist"],  # no =VALUE
         ["no-such-command"],
     ],
 )
@@ -95,6 +96,8 @@ def test_bad_arguments_exit_with_the_usage_status(args: list[str]) -> None:
         (["serve", "--config", "{tmp}/absent.toml"], "absent.toml"),
         (["serve", "--index", "milvus://db.example/clips", "--milvus-concurrent-searches", "0"],
          "milvus.concurrent_searches"),
+        (["serve", "--index", "milvus://db.example/clips", "--milvus-index", "IVF_SQ8", "--milvus-param",
+          "nlists=64"], "IVF_SQ8 has no build parameter 'nlists'"),
         (["search", "anything", "--server", "127.0.0.1:1", "--timeout", "2"], "UNAVAILABLE"),
     ],
 )
@@ -105,3 +108,19 @@ def test_errors_exit_with_the_error_status_and_say_what_was_wrong(
     assert result.exit_code == EXIT_ERROR, result.output
     assert result.output.startswith("error: ") or "\nerror: " in result.output
     assert message in result.output
+
+
+def test_serve_hands_the_milvus_index_flags_to_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vidsearch.serving
+    from vidsearch.index.milvus import MilvusIndexSpec
+
+    served = []
+    monkeypatch.setattr(vidsearch.serving, "serve", served.append)
+    result = CliRunner().invoke(app, [
+        "serve", "--index", "milvus://db.example/clips", "--milvus-index", "IVF_FLAT", "--milvus-param",
+        "nlist=256", "--milvus-search-param", "nprobe=8", "--milvus-concurrent-searches", "2"])  # fmt: skip
+    assert result.exit_code == EXIT_OK, result.output
+    (settings,) = served
+    new_index = settings.milvus.new_index
+    assert new_index.resolved() == MilvusIndexSpec("IVF_FLAT", {"nlist": 256}, {"nprobe": 8})
+    assert settings.index_location.concurrent_searches == 2

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from vidsearch.errors import IndexMismatchError
 from vidsearch.index import FaissClipIndex, GpuPolicy, IndexConfig, ShardedClipIndex
+from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusIndexSpec, MilvusTarget
 from vidsearch.index.opening import ModelIdentity, open_index
 
 from .helpers import MODEL, clustered, make_records
@@ -58,3 +60,33 @@ def test_an_index_of_other_weights_or_none_at_all_is_refused(tmp_path: Path) -> 
         assert len(index) == 3, "the refused index was closed: its writer lock is free again"
     with pytest.raises(IndexMismatchError, match="holds no index"):
         open_index(tmp_path / "none", MODEL_ID, create=False, durable=True)
+
+
+def test_a_milvus_collection_is_created_with_the_configured_index_and_kept_when_it_exists(
+    milvus_server: LocalMilvus, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = MilvusTarget(milvus_server.uri, "opened_with_ivf")
+    ivf = MilvusIndexSpec("IVF_FLAT", {"nlist": 16})
+    with open_index(target, MODEL_ID, create=True, durable=True, milvus_index=ivf) as created:
+        assert isinstance(created, MilvusClipIndex)
+        assert created.index_spec == MilvusIndexSpec("IVF_FLAT", {"nlist": 16}, {"nprobe": 32}), "recorded"
+    try:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=milvus_server.uri)
+        built = client.describe_index("opened_with_ivf", client.list_indexes("opened_with_ivf")[0])
+        client.close()
+        assert (built["index_type"], str(built["nlist"])) == ("IVF_FLAT", "16"), "what Milvus built"
+        with caplog.at_level(logging.WARNING, logger="vidsearch.index.opening"):
+            caplog.clear()
+            with open_index(target, MODEL_ID, create=True, durable=True, milvus_index=ivf):
+                pass
+            warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert not warned, "the same index as recorded with its defaults: nothing to report"
+            with open_index(target, MODEL_ID, create=True, durable=True,
+                            milvus_index=MilvusIndexSpec("HNSW")) as kept:
+                assert kept.index_spec.index_type == "IVF_FLAT", "an existing collection keeps its index"
+        assert "exists with IVF_FLAT" in caplog.text
+        assert "applies only to a collection the server creates" in caplog.text
+    finally:
+        MilvusClipIndex.remove(target)

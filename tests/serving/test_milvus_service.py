@@ -22,7 +22,8 @@ def test_the_service_answers_from_milvus_and_survives_its_restart(
     repository: Repository, media: Media, milvus_server: LocalMilvus
 ) -> None:
     address = milvus_server.uri.replace("http://", "milvus://") + "/served"
-    settings = settings_for(repository, media, address, milvus={"concurrent_searches": 2, "timeout_s": 5.0})
+    settings = settings_for(repository, media, address, milvus={
+        "concurrent_searches": 2, "timeout_s": 5.0, "index_type": "IVF_FLAT", "index_params": {"nlist": 8}})
     before = set(threading.enumerate())
     with SearchServer(settings) as server, SearchClient(server.address, timeout_s=60) as client:
         batchers = [t.name for t in set(threading.enumerate()) - before
@@ -39,6 +40,7 @@ def test_the_service_answers_from_milvus_and_survives_its_restart(
         stats = client.index_stats()
         assert (stats.clips, stats.videos) == (2 * CLIPS_PER_VIDEO, 2)
         assert stats.backend.startswith("milvus ")
+        assert stats.index_type == "IVF_FLAT", "the collection the server created has the configured index"
 
         milvus_server.stop()
         try:

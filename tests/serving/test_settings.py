@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vidsearch.errors import ConfigError, NotFoundError, PathNotAllowedError, RequestError
-from vidsearch.index.milvus import MilvusTarget
+from vidsearch.index.milvus import MilvusIndexSpec, MilvusTarget
 from vidsearch.serving.paths import AllowedRoots
 from vidsearch.serving.settings import load_settings
 
@@ -46,6 +46,14 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path: Path,
     ({"index": "milvus://host/no-dashes"}, "letters, digits and underscores"),
     ({"milvus": {"concurrent_searches": 0}}, "milvus.concurrent_searches: Input should be greater than"),
     ({"milvus": {"consistency": "Weak"}}, "milvus.consistency: Input should be 'Strong', 'Session'"),
+    ({"milvus": {"index_type": "IVF"}}, "milvus.index_type: Input should be 'FLAT', 'HNSW'"),
+    ({"milvus": {"index_type": "IVF_SQ8", "index_params": {"nlists": 64}}},
+     "IVF_SQ8 has no build parameter 'nlists': it takes nlist"),
+    ({"milvus": {"index_params": {"nlist": 64}}}, "HNSW has no build parameter 'nlist'"),
+    ({"milvus": {"index_type": "IVF_FLAT", "search_params": {"nprobe": "8"}}},
+     "IVF_FLAT search parameter nprobe is a whole number, got '8'"),
+    ({"milvus": {"index_type": "IVF_FLAT", "index_params": {"nlist": True}}},
+     "milvus.index_params.nlist.int: Input should be a valid integer"),
 ])  # fmt: skip
 def test_bad_settings_say_what_is_wrong(values: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match="invalid settings: .*" + re.escape(message)):
@@ -76,6 +84,25 @@ def test_the_milvus_section_reaches_the_target(tmp_path: Path, monkeypatch: pyte
     assert target.token == "user:secret"
     assert (target.concurrent_searches, target.consistency, target.timeout_s) == (2, "Bounded", 2.5)
     assert load_settings(None, index="ix").index_location == Path("ix")
+
+
+def test_the_milvus_section_names_the_index_of_a_collection_the_server_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(None).milvus.new_index is None, "nothing configured: the backend's default"
+    only_params = load_settings(None, milvus={"search_params": {"ef": 256}}).milvus.new_index
+    assert only_params == MilvusIndexSpec("HNSW", {}, {"ef": 256})
+    config = tmp_path / "server.toml"
+    config.write_text('[milvus]\nindex_type = "IVF_SQ8"\nindex_params = {nlist = 4096}\n'
+                      'search_params = {nprobe = 16}\n')
+    from_file = load_settings(config).milvus.new_index
+    assert from_file == MilvusIndexSpec("IVF_SQ8", {"nlist": 4096}, {"nprobe": 16})
+    monkeypatch.setenv("VIDSEARCH_MILVUS__SEARCH_PARAMS", '{"nprobe": 64}')
+    new_index = load_settings(config, milvus={"index_params": {"nlist": 1024}}).milvus.new_index
+    assert new_index == MilvusIndexSpec("IVF_SQ8", {"nlist": 1024}, {"nprobe": 64}), "file < env < flags"
+    merged = load_settings(config, milvus={"index_type": "IVF_FLAT", "search_params": {"nprobe": 8}})
+    assert merged.milvus.new_index == MilvusIndexSpec("IVF_FLAT", {"nlist": 4096}, {"nprobe": 8}), \
+        "parameters merge key by key"
 
 
 def test_the_settings_file_in_the_docs_is_valid() -> None:

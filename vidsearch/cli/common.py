@@ -31,3 +31,9 @@ def key_values(items: list[str] | None, option: str) -> dict[str, str]:
             raise typer.BadParameter(f"{option} takes KEY=VALUE, got {item!r}")
         out[key.strip()] = value
     return out
+
+
+def numbered_key_values(items: list[str] | None, option: str) -> dict[str, int | str]:
+    """`key_values` with whole numbers as ints: index parameters (`nlist=4096`, `build_algo=NN_DESCENT`)."""
+    given = key_values(items, option)
+    return {key: int(value) if value.isdigit() else value for key, value in given.items()}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from vidsearch.cli.common import fail, key_values
+from vidsearch.cli.common import fail, numbered_key_values
 
 if TYPE_CHECKING:
     from vidsearch.index.base import IndexStats
@@ -81,11 +81,8 @@ def _milvus_spec(index_type: str, build: list[str] | None, search: list[str] | N
     """The index type with its `--milvus-param` / `--milvus-search-param` values (whole numbers as ints)."""
     from vidsearch.index.milvus import MilvusIndexSpec
 
-    def typed(items: list[str] | None, option: str) -> dict[str, int | str]:
-        given = key_values(items, option)
-        return {key: int(value) if value.isdigit() else value for key, value in given.items()}
-
-    return MilvusIndexSpec(index_type, typed(build, "--milvus-param"), typed(search, "--milvus-search-param"))
+    return MilvusIndexSpec(index_type, numbered_key_values(build, "--milvus-param"),
+                           numbered_key_values(search, "--milvus-search-param"))
 
 
 def _milvus_target(uri: str | None, collection: str | None, database: str) -> "MilvusTarget":

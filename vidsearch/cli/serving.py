@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from vidsearch.cli.common import fail
+from vidsearch.cli.common import fail, numbered_key_values
 
 ENV_TOKEN = "VIDSEARCH_TOKEN"
 
@@ -35,6 +35,13 @@ def serve_command(
         help="Search batches kept in flight to a Milvus index [4].")] = None,
     milvus_timeout: Annotated[float | None, typer.Option(
         help="Seconds each Milvus call may take before UNAVAILABLE [10].")] = None,
+    milvus_index: Annotated[str | None, typer.Option(
+        help="Index type of a Milvus collection the server creates: HNSW, IVF_FLAT, IVF_SQ8, DISKANN, "
+             "GPU_CAGRA, FLAT \\[HNSW].")] = None,
+    milvus_param: Annotated[list[str] | None, typer.Option(
+        help="Its build parameter KEY=VALUE, e.g. nlist=4096 (repeatable).")] = None,
+    milvus_search_param: Annotated[list[str] | None, typer.Option(
+        help="Its recorded search parameter KEY=VALUE, e.g. nprobe=64 (repeatable).")] = None,
     model_repository: Annotated[Path | None, typer.Option(help="Exported model repository.")] = None,
     runtime: Annotated[str | None, typer.Option(
         help="auto (a GPU runtime when a GPU starts, else embedded), embedded (ONNX Runtime), torch "
@@ -58,7 +65,11 @@ def serve_command(
         settings = load_settings(
             config, host=host, port=port, metrics_port=metrics_port, log_level=log_level,
             index=_section(location=index), index_device=index_device,
-            milvus=_section(concurrent_searches=milvus_concurrent_searches, timeout_s=milvus_timeout),
+            milvus=_section(concurrent_searches=milvus_concurrent_searches, timeout_s=milvus_timeout,
+                            index_type=milvus_index,
+                            index_params=numbered_key_values(milvus_param, "--milvus-param") or None,
+                            search_params=numbered_key_values(milvus_search_param, "--milvus-search-param")
+                            or None),
             allowed_roots=tuple(allowed_root) if allowed_root else None,
             runtime=_section(model_repository=model_repository, kind=runtime, gpu=gpu,
                              triton_url=triton_url),

@@ -23,7 +23,7 @@ from vidsearch.errors import IndexMismatchError
 from vidsearch.index.base import ClipIndex, GpuPolicy
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
 from vidsearch.index.faiss_state import OpenOptions
-from vidsearch.index.milvus import MilvusClipIndex, MilvusCollectionConfig, MilvusTarget
+from vidsearch.index.milvus import MilvusClipIndex, MilvusCollectionConfig, MilvusIndexSpec, MilvusTarget
 from vidsearch.index.persistence import is_index_directory
 from vidsearch.index.shards import ShardedClipIndex
 
@@ -50,16 +50,18 @@ def shard_directories(location: Path) -> list[Path]:
 
 
 def open_index(location: Path | MilvusTarget, model: ModelIdentity, *, create: bool, durable: bool,
-               gpu: GpuPolicy = GpuPolicy.AUTO, verify_max_bytes: int | None = None) -> ClipIndex:
+               gpu: GpuPolicy = GpuPolicy.AUTO, verify_max_bytes: int | None = None,
+               milvus_index: MilvusIndexSpec | None = None) -> ClipIndex:
     """The index at `location` for `model`; `create` starts an empty one where there is none.
 
     `durable`: each change is on disk when the call that made it returns; otherwise changes live in
     memory only. The directory (or each shard's) is locked for this process while the index is open.
     `gpu` places FAISS indexes (a Milvus server places its own). A snapshot above `verify_max_bytes`
-    has its digests checked in the background (`ready()` False until they pass).
+    has its digests checked in the background (`ready()` False until they pass). `milvus_index` is
+    the vector index of a Milvus collection `create` makes (None: HNSW with its defaults).
     """
     if isinstance(location, MilvusTarget):
-        return _open_milvus(location, model, create)
+        return _open_milvus(location, model, create, milvus_index)
     options = OpenOptions(expect_model=model.name, expect_dim=model.dim, log_changes=durable, gpu=gpu,
                           verify_max_bytes=verify_max_bytes, verify_in_background=True)
     shards = shard_directories(location)
@@ -86,10 +88,22 @@ def open_index(location: Path | MilvusTarget, model: ModelIdentity, *, create: b
     return index
 
 
-def _open_milvus(target: MilvusTarget, model: ModelIdentity, create: bool) -> ClipIndex:
-    """A Milvus collection for `model`; `create` makes an empty (HNSW) one where there is none."""
-    if create:
-        config = MilvusCollectionConfig(model.dim, model.name, model.checksum)
-        return MilvusClipIndex.open_or_create(target, config)
-    return MilvusClipIndex.open(target, expect_dim=model.dim, expect_model=model.name,
-                                expect_model_checksum=model.checksum or None)
+def _open_milvus(target: MilvusTarget, model: ModelIdentity, create: bool,
+                 spec: MilvusIndexSpec | None) -> ClipIndex:
+    """A Milvus collection for `model`; `create` makes an empty one with index `spec` where there is none.
+
+    An existing collection keeps the index it was built with: a `spec` that differs is reported, so
+    a changed setting does not look as if it took effect.
+    """
+    if not create:
+        return MilvusClipIndex.open(target, expect_dim=model.dim, expect_model=model.name,
+                                    expect_model_checksum=model.checksum or None)
+    config = MilvusCollectionConfig(model.dim, model.name, model.checksum, index=spec or MilvusIndexSpec())
+    index = MilvusClipIndex.open_or_create(target, config)
+    if spec is not None and index.index_spec != spec.resolved():
+        built = index.index_spec
+        log.warning("%s exists with %s %s / %s; the configured %s %s / %s applies only to a collection "
+                    "the server creates (rebuild with `vidsearch index build --backend milvus` to change "
+                    "it)", target.address, built.index_type, dict(built.build), dict(built.search),
+                    spec.index_type, spec.build, spec.search)
+    return index

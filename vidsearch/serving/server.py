@@ -109,7 +109,8 @@ class SearchServer:
             self._index = open_served_index(settings.index_location, self._runtime.facts,
                                             create=settings.create_index, persist=settings.persist_changes,
                                             device=settings.index_device,
-                                            verify_max_bytes=settings.verify_on_open_max_bytes)
+                                            verify_max_bytes=settings.verify_on_open_max_bytes,
+                                            milvus_index=settings.milvus.new_index)
             index, runtime = self._index, self._runtime
             self.metrics.watch(lambda: len(index), runtime.cache_stats)
             self._servicer = SearchServicer(self._runtime, self._index, settings)

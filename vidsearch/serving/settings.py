@@ -14,12 +14,23 @@ environment. Nested sections use `__` in variable names: `VIDSEARCH_RUNTIME__KIN
     token_file = "/etc/vidsearch/tokens"
     [milvus]                           # only for index = "milvus://HOST:PORT/COLLECTION"
     concurrent_searches = 4
+    index_type = "IVF_SQ8"             # of a collection the server creates
+    index_params = {nlist = 4096}
 """
 
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -30,7 +41,13 @@ from pydantic_settings import (
 )
 
 from vidsearch.errors import ConfigError
-from vidsearch.index.milvus.config import CONSISTENCY_LEVELS, MilvusTarget, is_milvus_address
+from vidsearch.index.milvus.config import (
+    CONSISTENCY_LEVELS,
+    INDEX_TYPES,
+    MilvusIndexSpec,
+    MilvusTarget,
+    is_milvus_address,
+)
 from vidsearch.runtime.config import RuntimeConfig
 
 _MIB = 1 << 20
@@ -125,6 +142,28 @@ class MilvusSettings(_Section):
     timeout_s: float = Field(default=MilvusTarget.timeout_s, gt=0)  # every call; past it: UNAVAILABLE
     consistency: Literal[CONSISTENCY_LEVELS] = MilvusTarget.consistency  # type: ignore[valid-type]
     concurrent_searches: int = Field(default=MilvusTarget.concurrent_searches, ge=1)  # batches in flight
+    # the vector index of a collection the server creates (see MilvusIndexSpec; none set: HNSW defaults);
+    # an existing collection keeps the index it was built with
+    index_type: Literal[INDEX_TYPES] | None = None  # type: ignore[valid-type]
+    index_params: dict[str, StrictInt | StrictStr] = {}  # build, e.g. {nlist = 4096}
+    search_params: dict[str, StrictInt | StrictStr] = {}  # recorded defaults, e.g. {nprobe = 64}
+
+    @model_validator(mode="after")
+    def _index_is_valid(self) -> "MilvusSettings":
+        self.new_index  # noqa: B018 - MilvusIndexSpec's ConfigError (a ValueError) names a bad key or value
+        return self
+
+    @property
+    def new_index(self) -> MilvusIndexSpec | None:
+        """The index of a collection the server creates, or None where nothing is configured."""
+        if self.index_type is None and not self.index_params and not self.search_params:
+            return None
+        return MilvusIndexSpec(self.index_type or MilvusIndexSpec.index_type, self.index_params,
+                               self.search_params)
+
+    def target_options(self) -> dict[str, Any]:
+        """What `MilvusTarget` takes of this section: how every call is made."""
+        return self.model_dump(include={"timeout_s", "consistency", "concurrent_searches"})
 
 
 class ServerSettings(BaseSettings):
@@ -200,7 +239,7 @@ class ServerSettings(BaseSettings):
         if isinstance(self.index, Path):
             return self.index
         token = self.milvus_token.get_secret_value() if self.milvus_token else ""
-        return MilvusTarget.parse(self.index, token=token, **self.milvus.model_dump())
+        return MilvusTarget.parse(self.index, token=token, **self.milvus.target_options())
 
     @property
     def handler_threads(self) -> int:

@@ -81,6 +81,10 @@ class MilvusIndexSpec:
     def search(self) -> dict[str, int | str]:
         return {**DEFAULT_SEARCH_PARAMS[self.index_type], **self.search_params}
 
+    def resolved(self) -> MilvusIndexSpec:
+        """The same index with every default written out, as a collection records it."""
+        return MilvusIndexSpec(self.index_type, self.build, self.search)
+
 
 def _check_params(index_type: str, kind: str, params: Mapping[str, int | str], known: frozenset[str]) -> None:
     for key, value in params.items():

@@ -126,7 +126,7 @@ class MilvusClipIndex:
             client.close()
             raise ClipIndexError(f"{target.address} exists already: open it, or drop it first")
         described = Described(config.dim, config.model, config.model_checksum, secrets.token_bytes(32),
-                               config.index)  # fmt: skip
+                               config.index.resolved())  # fmt: skip
         schema = collection_schema(client, config.dim, described.text())
         index_params = client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=config.index.index_type, metric_type="IP",
@@ -207,6 +207,11 @@ class MilvusClipIndex:
     @property
     def model(self) -> str:
         return self._d.model
+
+    @property
+    def index_spec(self) -> MilvusIndexSpec:
+        """The vector index the collection was built with, every parameter written out."""
+        return self._d.index
 
     @property
     def concurrent_searches(self) -> int:
