@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from vidsearch.index import ClipRecord, FaissClipIndex, GpuPolicy, Hit, IndexConfig, SearchFilter, TimeRange
+from vidsearch.index.parquet import ShardRows, shard_table, write_shard
 
 MODEL = "test-model"
 N, DIM = 600, 24
@@ -111,3 +113,19 @@ def assert_same(actual: list[list[tuple[str, float]]], expected: list[list[tuple
 def search_data() -> Data:
     """The search tests' clips, their vectors, and 7 queries."""
     return make_records(N), clustered(N, DIM, seed=1), clustered(7, DIM, seed=2)
+
+
+def write_shards(directory: Path, count: int = 120, dim: int = 16, model: str = "viclip-b16") -> None:
+    """One Parquet shard as `vidsearch embed` writes it: `count` clips of 6 per video, 4 s each."""
+    directory.mkdir(parents=True)
+    ids = range(count)
+    rows = ShardRows(
+        clip_ids=[f"c{i}" for i in ids],
+        video_ids=[f"v{i // 6}" for i in ids],
+        uris=[f"file:///v{i // 6}.mp4" for i in ids],
+        start_s=np.array([4.0 * (i % 6) for i in ids]),
+        end_s=np.array([4.0 * (i % 6) + 4.0 for i in ids]),
+        models=[model] * count,
+        vectors=clustered(count, dim, seed=1),
+    )
+    write_shard(directory / "part-00000.parquet", shard_table(rows, model_checksum="sha256:0123"))

@@ -7,33 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pymilvus import MilvusClient
 from typer.testing import CliRunner
 
 from vidsearch.cli import app
 from vidsearch.index.milvus import LocalMilvus, MilvusClipIndex, MilvusTarget
-from vidsearch.index.parquet import ShardRows, shard_table, write_shard
 
-from .helpers import clustered
+from .helpers import write_shards
 
 VIDSEARCH = Path(sys.executable).with_name("vidsearch")
-
-
-def write_shards(directory: Path, count: int = 120, dim: int = 16) -> None:
-    directory.mkdir(parents=True)
-    ids = range(count)
-    rows = ShardRows(
-        clip_ids=[f"c{i}" for i in ids],
-        video_ids=[f"v{i // 6}" for i in ids],
-        uris=[f"file:///v{i // 6}.mp4" for i in ids],
-        start_s=np.array([4.0 * (i % 6) for i in ids]),
-        end_s=np.array([4.0 * (i % 6) + 4.0 for i in ids]),
-        models=["viclip-b16"] * count,
-        vectors=clustered(count, dim, seed=1),
-    )
-    write_shard(directory / "part-00000.parquet", shard_table(rows, model_checksum="sha256:0123"))
 
 
 def test_build_then_stats(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def index_build(
     milvus_search_param: Annotated[list[str] | None, typer.Option(
         help="Milvus search parameter KEY=VALUE the collection records, e.g. nprobe=64 (repeatable)."
     )] = None,
-    replace: Annotated[bool, typer.Option(help="Drop an existing collection of that name first.")] = False,
+    replace: Annotated[bool, typer.Option(help="Replace an existing collection of that name (same model) "
+                                               "once the new one is complete.")] = False,
     milvus_partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions the video ids hash "
                                                    "into: more make video filters cheaper and other "
                                                    "searches dearer.")] = 1,

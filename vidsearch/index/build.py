@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidsearch.errors import IndexMismatchError
-from vidsearch.index.base import GpuPolicy, IndexStats
+from vidsearch.index.base import ClipIndex, GpuPolicy, IndexStats
 from vidsearch.index.factory import plan_index, runs_on_gpu
 from vidsearch.index.faiss_index import FaissClipIndex, IndexConfig
 from vidsearch.index.parquet import ShardRows, ShardSet, iter_rows, read_sample, scan_shards
@@ -56,6 +56,16 @@ def batches_of_one_model(shards: ShardSet, model: str, batch_rows: int) -> Itera
         yield rows
 
 
+def add_shard_rows(index: ClipIndex, shards: ShardSet, model: str, batch_rows: int) -> None:
+    """Add every row of the shards to `index`, a batch at a time, logging the progress."""
+    started = time.perf_counter()
+    added = 0
+    for rows in batches_of_one_model(shards, model, batch_rows):
+        index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
+        added += len(rows)
+        log.info("added %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
+
+
 def build_from_parquet(source: Path, dest: Path, options: BuildOptions | None = None) -> IndexStats:
     """Build an index from every shard under `source` and save it atomically into `dest` (whose writer
     lock it holds throughout, with its scratch copy of the metadata in `dest/.work`)."""
@@ -92,14 +102,9 @@ def _fill(
     index: FaissClipIndex, shards: ShardSet, model: str, opts: BuildOptions, train_size: int
 ) -> IndexStats:
     """Train, add every row and save the index into the directory it was created for."""
-    started = time.perf_counter()
     with index:
         if not index.is_trained:
             index.train(read_sample(shards, train_size, opts.seed))
-        added = 0
-        for rows in batches_of_one_model(shards, model, opts.batch_rows):
-            index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
-            added += len(rows)
-            log.info("added %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
+        add_shard_rows(index, shards, model, opts.batch_rows)
         index.save()
         return index.stats()

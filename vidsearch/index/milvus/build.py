@@ -1,19 +1,23 @@
 """`vidsearch index build --backend milvus`: a Milvus collection from the Parquet shards of `vidsearch embed`.
 
-Rows stream in batches (memory holds one batch); the collection is created with its vector index, so
-Milvus indexes each segment as it seals; the build ends when every row is flushed and indexed.
-An existing collection is refused unless `replace` is set, which drops it first.
+Rows stream in batches (memory holds one batch) into a new version of the collection, created with its
+vector index so that Milvus indexes each segment as it seals; once every row is flushed, indexed and
+loaded, the collection's name switches to it (`versions`). An existing collection is refused unless
+`replace` is set, and is replaced only by one of the same model, dimension and weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from vidsearch.errors import ClipIndexError, IndexMismatchError, VidsearchError
 from vidsearch.index.base import IndexStats
-from vidsearch.index.build import batches_of_one_model, shards_model
+from vidsearch.index.build import add_shard_rows, shards_model
+from vidsearch.index.milvus import versions
+from vidsearch.index.milvus.calls import translate
 from vidsearch.index.milvus.config import MilvusIndexSpec, MilvusTarget
 from vidsearch.index.milvus.index import MilvusClipIndex, MilvusCollectionConfig
 from vidsearch.index.parquet import scan_shards
@@ -36,23 +40,54 @@ class MilvusBuildOptions:
 def build_collection_from_parquet(
     source: Path, target: MilvusTarget, options: MilvusBuildOptions | None = None
 ) -> IndexStats:
-    """Fill a new collection with every shard under `source`; returns its stats."""
+    """Fill a new version of the collection with every shard under `source`, then serve it under the
+    target's name (`versions`); returns its stats. The name keeps answering from what it held until
+    then, and keeps it if the build fails."""
     opts = options or MilvusBuildOptions()
     shards = scan_shards(source)
     model = shards_model(shards, source, opts.expect_model)
-    if opts.replace:
-        MilvusClipIndex.remove(target)
+    _check_replaceable(target, opts.replace, shards.dim, model, shards.model_checksum)
+    version = replace(target, collection=versions.version_name(target.collection))
     config = MilvusCollectionConfig(
         shards.dim, model, shards.model_checksum, opts.index, opts.shards, opts.partitions
     )
-    started = time.perf_counter()
-    with MilvusClipIndex.create(target, config) as index:
-        log.info("building %s (%s) from %d shards, %d clips", target.address, opts.index.index_type,
-                 len(shards.files), shards.rows)  # fmt: skip
-        added = 0
-        for rows in batches_of_one_model(shards, model, opts.batch_rows):
-            index.add(rows.records(model_version=shards.model_checksum), rows.vectors)
-            added += len(rows)
-            log.info("inserted %d / %d clips (%.0f s)", added, shards.rows, time.perf_counter() - started)
-        index.finish_bulk_load()
-        return index.stats()
+    try:
+        with MilvusClipIndex.create(version, config) as index:
+            log.info("building %s as %s (%s) from %d shards, %d clips", target.address, version.collection,
+                     opts.index.index_type, len(shards.files), shards.rows)  # fmt: skip
+            add_shard_rows(index, shards, model, opts.batch_rows)
+            index.finish_bulk_load()
+    except BaseException:
+        with contextlib.suppress(VidsearchError):
+            MilvusClipIndex.remove(version)
+        raise
+    client = MilvusClipIndex.connect(target)
+    try:
+        name, new = target.collection, version.collection
+        dropped = translate(target, "serve the new collection", lambda: versions.publish(client, name, new))
+    finally:
+        client.close()
+    log.info("%s now serves %s; dropped %s", target.address, version.collection, dropped or "nothing")
+    with MilvusClipIndex.open(target) as built:
+        return built.stats()
+
+
+def _check_replaceable(target: MilvusTarget, allowed: bool, dim: int, model: str, checksum: str) -> None:
+    """Before any work: an existing collection is replaced only when asked, and only by one of the same
+    model, dimension and weights (servers keep searching it by name with the model they started with)."""
+    client = MilvusClipIndex.connect(target)
+    try:
+        exists = translate(target, "look up the collection", lambda: client.has_collection(target.collection))
+    finally:
+        client.close()
+    if not exists:
+        return
+    if not allowed:
+        raise ClipIndexError(f"{target.address} exists already: --replace builds its replacement and "
+                             "switches to it when complete")  # fmt: skip
+    try:
+        MilvusClipIndex.open(target, expect_dim=dim, expect_model=model,
+                             expect_model_checksum=checksum or None).close()  # fmt: skip
+    except IndexMismatchError as exc:
+        raise IndexMismatchError(f"{exc}: servers search it with their own model, so a collection is not "
+                                 "replaced by one of another; build into a new collection name") from None

@@ -41,6 +41,7 @@ from vidsearch.index.base import (
     normalise_rows,
 )
 from vidsearch.index.milvus import expressions as ex
+from vidsearch.index.milvus import versions
 from vidsearch.index.milvus.calls import pymilvus_module, translate
 from vidsearch.index.milvus.config import MilvusIndexSpec, MilvusTarget
 from vidsearch.index.milvus.schema import (
@@ -185,16 +186,12 @@ class MilvusClipIndex:
 
     @classmethod
     def remove(cls, target: MilvusTarget) -> bool:
-        """Drop the collection if it exists (whatever it holds); returns whether it existed."""
+        """Drop the collection (and the alias, if the name is one) whatever it holds; returns whether
+        there was one."""
         client = cls.connect(target)
         try:
-            exists = translate(
-                target, "look up the collection", lambda: client.has_collection(target.collection)
-            )
-            if exists:
-                log.info("dropping %s", target.address)
-                translate(target, "drop the collection", lambda: client.drop_collection(target.collection))
-            return bool(exists)
+            name = target.collection
+            return translate(target, "drop the collection", lambda: versions.drop_name(client, name))
         finally:
             client.close()
 
@@ -521,6 +518,9 @@ class MilvusClipIndex:
 
     def stats(self) -> IndexStats:
         version = self._call("ask the server version", self._client.get_server_version)
+        name = self._target.collection
+        current = self._call("describe the collection", lambda: versions.resolve(self._client, name))
+        where = self._target.address if current in (None, name) else f"{self._target.address} (= {current})"
         clips = len(self)
         return IndexStats(
             clips=clips,
@@ -528,7 +528,7 @@ class MilvusClipIndex:
             dim=self.dim,
             model=self.model,
             model_checksum=self._d.model_checksum,
-            backend=f"milvus {version} at {self._target.address}",
+            backend=f"milvus {version} at {where}",
             index_type=self._d.index.index_type,
             vectors=clips,
             tombstones=0,
@@ -539,8 +539,8 @@ class MilvusClipIndex:
         )
 
     def drop(self) -> None:
-        """Delete the collection and everything in it."""
-        self._call("drop the collection", lambda: self._client.drop_collection(self._target.collection))
+        """Delete the collection and everything in it (and the alias, if the name is one)."""
+        self._call("drop the collection", lambda: versions.drop_name(self._client, self._target.collection))
 
     def close(self) -> None:
         if not self._closed.is_set():
