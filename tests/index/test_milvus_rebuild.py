@@ -89,6 +89,9 @@ def test_a_rebuild_switches_at_once_and_a_failed_one_leaves_the_old_one_served(
         with pytest.raises(IndexMismatchError, match="build into a new collection name"):
             build_collection_from_parquet(tmp_path / "other", target, replace)
         assert collections(milvus_server) == [newer], "refused before any work"
+        assert served.delete_videos(["v0"]) == 6, "writes reach the collection behind the alias"
+        served.upsert(make_records(1, model="viclip-b16"), clustered(1, 16, seed=4))
+        assert len(served) == 55
     finally:
         served.drop()
         served.close()
