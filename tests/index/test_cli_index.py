@@ -122,7 +122,7 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     assert again.exit_code == 1
     assert "exists already" in again.stderr
     tuned = [*build, "--replace", "--milvus-partitions", "4", "--milvus-param", "nlist=16",
-             "--milvus-search-param", "nprobe=4"]  # fmt: skip
+             "--milvus-search-param", "nprobe=4", "--milvus-replicas", "1"]  # fmt: skip
     rebuilt = runner.invoke(app, tuned)
     assert rebuilt.exit_code == 0, rebuilt.output
 
@@ -133,6 +133,7 @@ def test_build_a_milvus_collection_then_stats(tmp_path: Path, milvus_server: Loc
     assert (stats["model"], stats["model_checksum"]) == ("viclip-b16", "sha256:0123")
     assert stats["backend"].startswith("milvus ")
     assert (stats["params"]["nlist"], stats["params"]["nprobe"]) == (16, 4), "recorded with the collection"
+    assert stats["params"]["replicas"] == 1
 
     with MilvusClipIndex.open(MilvusTarget.parse(address), expect_model="viclip-b16") as index:
         assert index.get(["c7"])["c7"].uri == "file:///v1.mp4"

@@ -57,6 +57,7 @@ def test_a_rebuild_switches_at_once_and_a_failed_one_leaves_the_old_one_served(
         assert len(served) == 120, "the server's open index searches the new collection by its name"
         (version,) = set(collections(milvus_server)) - {orphan.collection, running.collection}
         assert f"(= {version})" in stats.backend
+        assert stats.params["replicas"] == 1, "as many replicas as the collection it replaced"
         assert collections(milvus_server) == sorted([running.collection, version]), \
             "the plain collection and the killed build's are dropped; the later build's is left alone"
         MilvusClipIndex.remove(running)
@@ -84,6 +85,12 @@ def test_a_rebuild_switches_at_once_and_a_failed_one_leaves_the_old_one_served(
             build_collection_from_parquet(tmp_path / "shards120", target, replace)
         assert collections(milvus_server) == [newer], "the unfinished collection is dropped"
         assert len(served) == 60, "the old one is still served"
+        monkeypatch.undo()
+        two_copies = MilvusBuildOptions(replace=True, replicas=2)
+        with pytest.raises(ClipIndexError, match="nodes not enough"):  # the test server has one query node
+            build_collection_from_parquet(tmp_path / "shards120", target, two_copies)
+        assert collections(milvus_server) == [newer]
+        assert len(served) == 60
 
         write_shards(tmp_path / "other", count=12, model="internvideo2-s")
         with pytest.raises(IndexMismatchError, match="build into a new collection name"):

@@ -49,6 +49,9 @@ def index_build(
     milvus_partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions the video ids hash "
                                                    "into: more make video filters cheaper and other "
                                                    "searches dearer.")] = 1,
+    milvus_replicas: Annotated[int | None, typer.Option(min=1, help="In-memory copies the query nodes load, "
+                                                        "each serving a share of the searches \\[those of "
+                                                        "the collection replaced, else 1].")] = None,
 ) -> None:
     """Build an index from the Parquet shards of `vidsearch embed`: a directory, or a Milvus collection."""
     from vidsearch.errors import VidsearchError
@@ -65,7 +68,8 @@ def index_build(
             spec = _milvus_spec(milvus_index, milvus_param, milvus_search_param)
             target = _milvus_target(milvus_uri, collection, milvus_database)
             where = target.address
-            stats = _build_milvus(source, target, spec, expect_model, replace, milvus_partitions)
+            stats = _build_milvus(source, target, spec, expect_model, replace, milvus_partitions,
+                                  milvus_replicas)
         else:
             if out is None:
                 raise typer.BadParameter("faiss writes an index directory: give --out", param_hint="--out")
@@ -97,11 +101,11 @@ def _milvus_target(uri: str | None, collection: str | None, database: str) -> "M
 
 
 def _build_milvus(source: Path, target: "MilvusTarget", spec: "MilvusIndexSpec", expect_model: str | None,
-                  replace: bool, partitions: int) -> "IndexStats":
+                  replace: bool, partitions: int, replicas: int | None) -> "IndexStats":
     from vidsearch.index.milvus.build import MilvusBuildOptions, build_collection_from_parquet
 
     options = MilvusBuildOptions(spec, expect_model=expect_model, replace=replace,
-                                 partitions=partitions)  # fmt: skip
+                                 partitions=partitions, replicas=replicas)  # fmt: skip
     return build_collection_from_parquet(source, target, options)
 
 

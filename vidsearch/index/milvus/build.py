@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MilvusBuildOptions:
-    """`batch_rows` rows per insert call (one gRPC message: keep it well under 64 MB)."""
+    """`batch_rows` rows per insert call (one gRPC message: keep it well under 64 MB); `replicas` None:
+    as many as the collection it replaces has, else 1 (see `MilvusCollectionConfig`)."""
 
     index: MilvusIndexSpec = field(default_factory=MilvusIndexSpec)
     batch_rows: int = 10_000
@@ -35,6 +36,7 @@ class MilvusBuildOptions:
     replace: bool = False
     shards: int = 1
     partitions: int = 1
+    replicas: int | None = None
 
 
 def build_collection_from_parquet(
@@ -46,11 +48,10 @@ def build_collection_from_parquet(
     opts = options or MilvusBuildOptions()
     shards = scan_shards(source)
     model = shards_model(shards, source, opts.expect_model)
-    _check_replaceable(target, opts.replace, shards.dim, model, shards.model_checksum)
+    replaced_replicas = _check_replaceable(target, opts.replace, shards.dim, model, shards.model_checksum)
     version = replace(target, collection=versions.version_name(target.collection))
-    config = MilvusCollectionConfig(
-        shards.dim, model, shards.model_checksum, opts.index, opts.shards, opts.partitions
-    )
+    config = MilvusCollectionConfig(shards.dim, model, shards.model_checksum, opts.index, opts.shards,
+                                    opts.partitions, opts.replicas or replaced_replicas)  # fmt: skip
     try:
         with MilvusClipIndex.create(version, config) as index:
             log.info("building %s as %s (%s) from %d shards, %d clips", target.address, version.collection,
@@ -72,22 +73,24 @@ def build_collection_from_parquet(
         return built.stats()
 
 
-def _check_replaceable(target: MilvusTarget, allowed: bool, dim: int, model: str, checksum: str) -> None:
+def _check_replaceable(target: MilvusTarget, allowed: bool, dim: int, model: str, checksum: str) -> int:
     """Before any work: an existing collection is replaced only when asked, and only by one of the same
-    model, dimension and weights (servers keep searching it by name with the model they started with)."""
+    model, dimension and weights (servers keep searching it by name with the model they started with).
+    Returns how many replicas it has loaded (1 where there is none)."""
     client = MilvusClipIndex.connect(target)
     try:
         exists = translate(target, "look up the collection", lambda: client.has_collection(target.collection))
     finally:
         client.close()
     if not exists:
-        return
+        return 1
     if not allowed:
         raise ClipIndexError(f"{target.address} exists already: --replace builds its replacement and "
                              "switches to it when complete")  # fmt: skip
     try:
-        MilvusClipIndex.open(target, expect_dim=dim, expect_model=model,
-                             expect_model_checksum=checksum or None).close()  # fmt: skip
+        with MilvusClipIndex.open(target, expect_dim=dim, expect_model=model,
+                                  expect_model_checksum=checksum or None) as existing:  # fmt: skip
+            return existing.replicas()
     except IndexMismatchError as exc:
         raise IndexMismatchError(f"{exc}: servers search it with their own model, so a collection is not "
                                  "replaced by one of another; build into a new collection name") from None

@@ -74,6 +74,8 @@ class MilvusCollectionConfig:
     has segments of its own, each with its own vector index, and a search without a video filter
     searches them all: more partitions make "search these videos" cheaper and every other search
     dearer (Milvus's default of 64 made an unfiltered search 64 small graph searches).
+    `replicas`: how many in-memory copies the query nodes load, each on nodes of its own; each serves
+    a share of the searches (a cluster needs that many query nodes).
     """
 
     dim: int
@@ -82,6 +84,7 @@ class MilvusCollectionConfig:
     index: MilvusIndexSpec = field(default_factory=MilvusIndexSpec)
     shards: int = 1
     partitions: int = 1
+    replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,16 @@ class MilvusClipIndex:
                 consistency_level=target.consistency,
                 num_shards=config.shards,
                 num_partitions=config.partitions,
-            )
-            client.load_collection(target.collection)  # fmt: skip
+            )  # with its index: pymilvus loads it, one replica
+            if config.replicas > 1:  # Milvus refuses another replica number for a loaded collection
+                client.release_collection(target.collection)
+            client.load_collection(target.collection, replica_number=config.replicas)  # fmt: skip
 
-        translate(target, "create the collection", make)
+        try:
+            translate(target, "create the collection", make)
+        except BaseException:
+            client.close()
+            raise
         log.info("created %s: %d-d %s, %s", target.address, config.dim, config.model, config.index.index_type)
         return cls(client, target, described)
 
@@ -481,8 +490,15 @@ class MilvusClipIndex:
         """
         self.flush()
         self.wait_indexed()
+        replicas = self.replicas()
         self._call("release the collection", lambda: self._client.release_collection(self._target.collection))
-        self._call("load the collection", lambda: self._client.load_collection(self._target.collection))
+        self._call("load the collection", lambda: self._client.load_collection(
+            self._target.collection, replica_number=replicas))  # fmt: skip
+
+    def replicas(self) -> int:
+        """How many in-memory copies of the collection the query nodes hold."""
+        name = self._target.collection
+        return len(self._call("list the replicas", lambda: self._client.describe_replica(name)))
 
     def loaded_segments(self) -> list[int]:
         """Rows of each segment the query nodes hold: a search visits every one (each with its own
@@ -535,7 +551,8 @@ class MilvusClipIndex:
             size_bytes=0,
             read_only=False,
             device="gpu" if self._d.index.index_type.startswith("GPU") else "cpu",
-            params={**self._d.index.build, **self._d.index.search, "consistency": self._target.consistency},
+            params={**self._d.index.build, **self._d.index.search, "consistency": self._target.consistency,
+                    "replicas": self.replicas()},
         )
 
     def drop(self) -> None:
