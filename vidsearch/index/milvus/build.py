@@ -77,12 +77,7 @@ def _check_replaceable(target: MilvusTarget, allowed: bool, dim: int, model: str
     """Before any work: an existing collection is replaced only when asked, and only by one of the same
     model, dimension and weights (servers keep searching it by name with the model they started with).
     Returns how many replicas it has loaded (1 where there is none)."""
-    client = MilvusClipIndex.connect(target)
-    try:
-        exists = translate(target, "look up the collection", lambda: client.has_collection(target.collection))
-    finally:
-        client.close()
-    if not exists:
+    if not MilvusClipIndex.exists(target):
         return 1
     if not allowed:
         raise ClipIndexError(f"{target.address} exists already: --replace builds its replacement and "

@@ -179,16 +179,19 @@ class MilvusClipIndex:
         return cls(client, target, described)
 
     @classmethod
-    def open_or_create(cls, target: MilvusTarget, config: MilvusCollectionConfig) -> MilvusClipIndex:
-        """Open the collection if it exists (it must hold `config`'s model and dimension), else create it."""
+    def exists(cls, target: MilvusTarget) -> bool:
+        """Whether the target's name is a collection (or an alias of one) on the server."""
         client = cls.connect(target)
         try:
-            exists = translate(
-                target, "look up the collection", lambda: client.has_collection(target.collection)
-            )
+            return bool(translate(
+                target, "look up the collection", lambda: client.has_collection(target.collection)))
         finally:
             client.close()
-        if exists:
+
+    @classmethod
+    def open_or_create(cls, target: MilvusTarget, config: MilvusCollectionConfig) -> MilvusClipIndex:
+        """Open the collection if it exists (it must hold `config`'s model and dimension), else create it."""
+        if cls.exists(target):
             return cls.open(target, expect_dim=config.dim, expect_model=config.model,
                             expect_model_checksum=config.model_checksum or None)  # fmt: skip
         return cls.create(target, config)
